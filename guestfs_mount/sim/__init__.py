@@ -1,0 +1,1 @@
+"""A vCenter simulator serving guest files from plain directories. Imports neither fs nor vsphere."""

@@ -1,0 +1,25 @@
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the long load and soak tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow") or os.environ.get("GUESTFS_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="long run: enable with --run-slow or GUESTFS_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def python_exe():
+    """The interpreter running the tests; child processes use it so they see the same installed packages."""
+    return sys.executable
