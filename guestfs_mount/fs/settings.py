@@ -1,0 +1,32 @@
+"""What the mount needs to know besides the client: cache lifetimes, mount options, where spool files live.
+
+The command line and config file build one `MountSettings`; the FUSE side reads it and nothing else of config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from guestfs_mount.vsphere.model import GuestCredentials
+
+# VM name -> the guest login to use for it, or None when no config table matches (the VM's directory gives
+# EACCES; the lookup itself logs which table to add).
+CredentialsLookup = Callable[[str], GuestCredentials | None]
+
+
+@dataclass(frozen=True)
+class MountSettings:
+    spool_dir: Path  # local spool files of open files (downloads and pending uploads)
+    recovery_dir: Path  # failed uploads are kept here, never deleted by the program
+    attr_ttl: float = 5.0  # seconds an attribute (or a negative lookup) is trusted, here and in the kernel
+    dir_ttl: float = 5.0  # seconds a directory listing is trusted
+    vm_list_ttl: float = 30.0  # seconds the top-level list of VMs is trusted
+    read_only: bool = False
+    allow_other: bool = False
+    debug: bool = False
+    only_vms: tuple[str, ...] = ()  # --vm NAME ...: show only these VMs (empty: all)
+    windows_drives: tuple[str, ...] = ("C:",)  # what a Windows VM's directory holds
+    fsname: str = "guestfs"
+    fuse_options: tuple[str, ...] = ()  # extra -o options, passed to pyfuse3.init

@@ -1,0 +1,146 @@
+"""`GuestFiles`: the one interface the FUSE side uses, whatever the API dialect behind it.
+
+Every method is a trio-compatible coroutine. `vm` is a VM id (`VMInfo.id`); `path` is a guest-native absolute
+path (`/etc/hosts`, `C:\\Windows\\win.ini`); `creds` is the guest login the caller chose for that VM. Failures
+raise the `faults.VSphereError` hierarchy; `.errno` says what a filesystem should return.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import AsyncIterator, BinaryIO, Callable, Literal
+
+from guestfs_mount.vsphere.model import FileAttributes, GuestCredentials, GuestFileInfo, VMInfo
+
+Dialect = Literal["vi-json", "rest"]
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How to reach one vCenter. The password is a value here, never a command-line argument."""
+
+    url: str  # https://vcenter.example.com (http:// only for the simulator)
+    username: str
+    password: str
+    api: Literal["auto", "vi-json", "rest"] = "auto"
+    ca_file: str | None = None  # trust these CAs for vCenter instead of the system store
+    insecure: bool = False  # no TLS verification at all (logged loudly)
+    timeout: float = 30.0  # seconds for one API call; transfers use it as the idle timeout between bytes
+    connect_timeout: float = 10.0
+    max_guest_calls_per_vm: int = 4  # concurrent guest operations per VM (guest logins are expensive)
+    retries: int = 5  # for TaskInProgress, TooManyGuestLogons, GuestOperationsUnavailable
+    list_page_size: int = 500  # entries per ListFilesInGuest / files?action=list call
+
+
+class ReadTransfer(abc.ABC):
+    """A download in progress: the initiate call has been made, the GET has not necessarily started.
+
+    `size` is the file's size (VI/JSON: from FileTransferInformation; REST: from the GET's Content-Length, so
+    it may be None until `chunks()` has started). `info` is the file's record when the dialect returned one.
+    `chunks()` may be iterated once; it streams the body without holding it whole. Leaving the context (or
+    `aclose()`) cancels an unfinished GET.
+    """
+
+    size: int | None
+    info: GuestFileInfo | None
+
+    @abc.abstractmethod
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> "ReadTransfer":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+
+class GuestFiles(abc.ABC):
+    """Guest file operations on the VMs of one vCenter."""
+
+    dialect: Dialect
+
+    @abc.abstractmethod
+    async def list_vms(self) -> list[VMInfo]:
+        """Every VM, with power state, guest family and Tools readiness (one paged inventory query)."""
+
+    @abc.abstractmethod
+    def list_dir(self, vm: str, creds: GuestCredentials, path: str) -> AsyncIterator[GuestFileInfo]:
+        """The entries of a directory, `.` and `..` dropped, fetched page by page as the caller iterates."""
+
+    @abc.abstractmethod
+    async def stat(self, vm: str, creds: GuestCredentials, path: str) -> GuestFileInfo:
+        """One path's record (symlinks not followed)."""
+
+    @abc.abstractmethod
+    async def open_read(self, vm: str, creds: GuestCredentials, path: str) -> ReadTransfer:
+        """Initiate a transfer from the guest. Use the result as an async context manager."""
+
+    @abc.abstractmethod
+    async def upload(
+        self,
+        vm: str,
+        creds: GuestCredentials,
+        path: str,
+        source: str | os.PathLike | BinaryIO,
+        size: int,
+        attrs: FileAttributes | None = None,
+        overwrite: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Initiate a transfer to the guest and PUT exactly `size` bytes from `source` (a path, or a binary file
+        positioned at its start) with that Content-Length. `progress(n)` is called with bytes sent so far.
+        A dead or spent URL is retried with a new initiate."""
+
+    @abc.abstractmethod
+    async def mkdir(self, vm: str, creds: GuestCredentials, path: str, parents: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    async def remove_file(self, vm: str, creds: GuestCredentials, path: str) -> None: ...
+
+    @abc.abstractmethod
+    async def remove_dir(self, vm: str, creds: GuestCredentials, path: str, recursive: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    async def move_file(self, vm: str, creds: GuestCredentials, src: str, dst: str, overwrite: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    async def move_dir(self, vm: str, creds: GuestCredentials, src: str, dst: str) -> None: ...
+
+    @abc.abstractmethod
+    async def set_attributes(self, vm: str, creds: GuestCredentials, path: str, attrs: FileAttributes) -> None: ...
+
+    @abc.abstractmethod
+    async def make_temp(
+        self,
+        vm: str,
+        creds: GuestCredentials,
+        prefix: str = "",
+        suffix: str = "",
+        directory: str | None = None,
+        is_dir: bool = False,
+    ) -> str:
+        """Create a temporary file (or directory) in the guest; returns its absolute path."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Log out and close connections."""
+
+    async def __aenter__(self) -> "GuestFiles":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+
+def open_client(config: ClientConfig) -> AbstractAsyncContextManager[GuestFiles]:
+    """Connect and log in, picking the dialect when `config.api` is "auto" (VI/JSON when `/sdk/vim25/...`
+    answers, else REST); logs out on exit. Implemented in `guestfs_mount.vsphere.connect`."""
+    from guestfs_mount.vsphere.connect import connect
+
+    return connect(config)
