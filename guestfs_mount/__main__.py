@@ -1,0 +1,5 @@
+import sys
+
+from guestfs_mount.cli import main
+
+sys.exit(main())
