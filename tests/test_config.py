@@ -165,3 +165,15 @@ def test_mount_options_fold_into_arguments():
     fuse = cli.apply_mount_options(args)
     assert args.config == "/etc/g.toml" and args.read_only and args.allow_other and args.vms == ["web01"]
     assert fuse == ["noatime"]
+
+
+def test_mount_helper_translates_fstab_options():
+    from guestfs_mount.mounthelper import translate
+
+    args, fake = translate(["vcenter", "/mnt/vms", "-o",
+                            "rw,config=/etc/guestfs-mount/config.toml,_netdev,x-systemd.automount,nofail,allow_other"])
+    assert args == ["/mnt/vms", "-o", "config=/etc/guestfs-mount/config.toml,allow_other"] and not fake
+    args, fake = translate(["-n", "vcenter", "/mnt/vms", "-oconfig=/c.toml", "-f", "-t", "fuse.guestfs"])
+    assert args == ["/mnt/vms", "-o", "config=/c.toml"] and fake
+    with pytest.raises(SystemExit):
+        translate(["/mnt/vms"])
