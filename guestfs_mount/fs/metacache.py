@@ -1,0 +1,103 @@
+"""What we know of guest files, for a while: attributes (positive and negative) and directory listings.
+
+Entries die by TTL (`attr_ttl` for attributes and negative lookups, `dir_ttl` for listings) or by exact
+invalidation when this mount changes something itself, so a process never sees its own change undone. Keys are
+mount paths (see inodes.py). A listing maps each name to the record the listing gave; a record from `stat`
+(or one we built after our own change) goes to the attribute cache and overrides the listing's record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Iterable
+
+from cachetools import TTLCache
+
+from guestfs_mount.fs.inodes import is_under, split
+from guestfs_mount.vsphere.model import GuestFileInfo
+
+# a cached "no such file" (a missing key means "unknown")
+MISSING = None
+
+
+def is_complete(info: GuestFileInfo) -> bool:
+    """Whether a record has what getattr shows (REST listings give only name, type and size)."""
+    return None not in (info.permissions, info.mtime, info.uid, info.gid)
+
+
+class MetaCache:
+    def __init__(self, attr_ttl: float, dir_ttl: float, maxsize: int = 200_000) -> None:
+        self.attrs: TTLCache = TTLCache(maxsize=maxsize, ttl=max(attr_ttl, 1e-6), timer=time.monotonic)
+        self.listings: TTLCache = TTLCache(maxsize=max(1000, maxsize // 20), ttl=max(dir_ttl, 1e-6),
+                                           timer=time.monotonic)
+        self.enabled = attr_ttl > 0
+
+    # --- reading ---------------------------------------------------------------------------------------
+    def lookup(self, path: str) -> tuple[bool, GuestFileInfo | None]:
+        """(known, record): known is False when the cache cannot tell; record None means "does not exist"."""
+        if path in self.attrs:
+            return True, self.attrs[path]
+        parent, name = split(path)
+        listing = self.listings.get(parent)
+        if listing is not None:
+            return True, listing.get(name, MISSING)
+        return False, None
+
+    def listing(self, path: str) -> dict[str, GuestFileInfo] | None:
+        return self.listings.get(path)
+
+    # --- filling ---------------------------------------------------------------------------------------
+    def put_listing(self, path: str, entries: Iterable[GuestFileInfo]) -> dict[str, GuestFileInfo]:
+        listing = {e.name: e for e in entries}
+        if self.enabled:
+            self.listings[path] = listing
+            # a fresh listing is newer than what we knew of its entries, except our own pending changes,
+            # which callers overlay separately
+            for name in listing:
+                self.attrs.pop(f"{path}/{name}" if path else name, None)
+        return listing
+
+    def put(self, path: str, info: GuestFileInfo | None) -> None:
+        """Record what a path is now (None: it does not exist), here and in its parent's listing."""
+        if self.enabled:
+            self.attrs[path] = info
+        parent, name = split(path)
+        listing = self.listings.get(parent)
+        if listing is not None:
+            if info is None:
+                listing.pop(name, None)
+            else:
+                listing[name] = dataclasses.replace(info, name=name)
+
+    def update(self, path: str, **changes) -> None:
+        """Change fields of a known record (after chmod, utimens, an upload); unknown paths stay unknown."""
+        known, info = self.lookup(path)
+        if known and info is not None:
+            self.put(path, dataclasses.replace(info, **changes))
+
+    # --- invalidation ----------------------------------------------------------------------------------
+    def forget(self, path: str) -> None:
+        """We no longer know what `path` is (after an error that may have half-changed it)."""
+        self.attrs.pop(path, None)
+        parent, name = split(path)
+        listing = self.listings.get(parent)
+        if listing is not None:
+            self.listings.pop(parent, None)
+
+    def remove_tree(self, path: str) -> None:
+        """`path` and everything below it no longer exist."""
+        for key in [k for k in self.attrs if is_under(k, path)]:
+            del self.attrs[key]
+        for key in [k for k in self.listings if is_under(k, path)]:
+            del self.listings[key]
+        self.put(path, MISSING)
+
+    def rename(self, old: str, new: str, info: GuestFileInfo) -> None:
+        self.remove_tree(new)
+        self.remove_tree(old)
+        self.put(new, info)
+
+    def clear(self) -> None:
+        self.attrs.clear()
+        self.listings.clear()

@@ -1,0 +1,688 @@
+"""The pyfuse3 Operations: each FUSE request is a short handler over the inode table, the metadata cache, the
+spool files and the client. Errors become an errno in one place (`_fuse_errors`); nothing else escapes.
+
+Data path: a read starts the file's download (first read, not open) into a spool file and waits only for its
+byte range; writes go to the spool; the upload happens on flush (close of the last writer) and fsync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import logging
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+
+import pyfuse3
+import trio
+
+from guestfs_mount.fs.attrs import directory, entry_attributes
+from guestfs_mount.fs.handles import DirHandle, Handle, HandleTable, OpenFile
+from guestfs_mount.fs.inodes import InodeTable, is_under, join, split
+from guestfs_mount.fs.metacache import MetaCache, is_complete
+from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
+from guestfs_mount.fs.spool import Spool
+from guestfs_mount.fs.vms import VMDirectory
+from guestfs_mount.vsphere.faults import VMUnavailableError, VSphereError
+from guestfs_mount.vsphere.guestfiles import GuestFiles, ReadTransfer
+from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestFileInfo
+
+log = logging.getLogger(__name__)
+
+
+def _fuse_errors(handler):
+    """Map every failure of a handler to a FUSEError: the client's `.errno`, a local OSError's errno, and EIO
+    (logged with its traceback) for anything unexpected. pyfuse3 ends the mount on any other exception."""
+
+    @functools.wraps(handler)
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await handler(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except VSphereError as e:
+            if isinstance(e, VMUnavailableError):
+                self.vms.invalidate()
+            log.debug("%s%r: %s (errno %s)", handler.__name__, args[:2], e, e.errno)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except KeyError:  # an inode or handle the tables no longer know
+            log.debug("%s%r: unknown inode or handle", handler.__name__, args[:2])
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except OSError as e:
+            log.warning("%s%r: local error %s", handler.__name__, args[:2], e)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s%r failed", handler.__name__, args[:2])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _name(raw: bytes) -> str:
+    name = os.fsdecode(raw)
+    if not name or "/" in name or name in (".", ".."):
+        raise pyfuse3.FUSEError(errno.EINVAL)
+    return name
+
+
+class GuestOperations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, client: GuestFiles, credentials: CredentialsLookup, settings: MountSettings) -> None:
+        super().__init__()
+        self.client = client
+        self.settings = settings
+        self.vms = VMDirectory(client, credentials, settings)
+        self.inodes = InodeTable()
+        self.cache = MetaCache(settings.attr_ttl, settings.dir_ttl)
+        self.handles = HandleTable()
+        self.ttl = settings.attr_ttl
+        self.nursery: trio.Nursery | None = None  # set by mount.py; owns downloads
+        self._open_sig: dict[int, tuple[int, float | None]] = {}  # inode -> (size, mtime) at its last open
+
+    # ------------------------------------------------------------------------------------------------
+    # records
+    async def _record(self, path: str, complete: bool = False) -> GuestFileInfo:
+        """What `path` is; ENOENT when it does not exist. `complete`: fetch the full record if the cache has only
+        a listing's partial one."""
+        name = split(path)[1]
+        if path == "":
+            return directory("")
+        if "/" not in path:
+            await self.vms.vm(path)  # ENOENT for a VM that is not there
+            return directory(path)
+        if await self.vms.is_drive(path):
+            return directory(name)
+        target = await self.vms.target(path)  # EHOSTDOWN / EACCES whatever the cache holds
+        known, info = self.cache.lookup(path)
+        if known and info is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if known and (not complete or is_complete(info)):
+            return info
+        node = self.inodes.find(path)
+        of = self.handles.files.get(node.inode) if node else None
+        if of is not None and not of.on_guest:
+            return info or self._created_record(name, of)
+        try:
+            info = await self.client.stat(target.vm.id, target.creds, target.guest_path)
+        except VSphereError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                self.cache.put(path, None)
+            raise
+        info = dataclasses.replace(info, name=name)
+        self.cache.put(path, info)
+        return info
+
+    @staticmethod
+    def _created_record(name: str, of: OpenFile) -> GuestFileInfo:
+        return GuestFileInfo(name=name, type=FileType.FILE, size=0, permissions=of.mode, mtime=of.mtime,
+                             atime=of.mtime)
+
+    def _overlay(self, inode: int, info: GuestFileInfo) -> GuestFileInfo:
+        """Our own changes not yet on the guest (a dirty spool, attributes held until the upload) win."""
+        of = self.handles.files.get(inode)
+        if of is None or info.type is not FileType.FILE:
+            return info
+        changes = {}
+        if of.dirty or not of.on_guest:
+            changes["size"] = of.spool.size()
+            changes["mtime"] = of.user_mtime if of.user_mtime is not None else of.mtime
+        elif of.user_mtime is not None:
+            changes["mtime"] = of.user_mtime
+        for field, value in (("permissions", of.mode), ("uid", of.uid), ("gid", of.gid), ("atime", of.atime)):
+            if value is not None:
+                changes[field] = value
+        return dataclasses.replace(info, **changes) if changes else info
+
+    def _attrs(self, inode: int, info: GuestFileInfo) -> pyfuse3.EntryAttributes:
+        return entry_attributes(inode, self._overlay(inode, info), self.ttl)
+
+    def _path(self, inode: int) -> str:
+        return self.inodes.path(inode)
+
+    def _guest_level(self, path: str) -> None:
+        """Changes are possible only below a VM's directory (and below a drive on Windows)."""
+        if "/" not in path:
+            raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def _listing(self, path: str) -> list[tuple[str, GuestFileInfo]]:
+        if path == "":
+            vms = await self.vms.vms()
+            return [(name, directory(name)) for name in sorted(vms)]
+        if "/" not in path:
+            vm = await self.vms.vm(path)
+            drives = self.vms.drives(vm)
+            if drives:
+                return [(d, directory(d)) for d in drives]
+        listing = self.cache.listing(path)
+        if listing is None:
+            target = await self.vms.target(path)
+            entries = [e async for e in self.client.list_dir(target.vm.id, target.creds, target.guest_path)]
+            listing = self.cache.put_listing(path, entries)
+        result = []
+        for name, entry in listing.items():
+            known, info = self.cache.lookup(join(path, name))  # our own newer record wins
+            if known and info is not None:
+                entry = info
+            result.append((name, entry))
+        # files created here and not uploaded yet
+        names = set(listing)
+        for of in self.handles.files.values():
+            node = self.inodes._by_inode.get(of.inode)
+            if node and not node.unlinked and not of.on_guest and split(node.path)[0] == path:
+                name = split(node.path)[1]
+                if name not in names:
+                    result.append((name, self._created_record(name, of)))
+        return result
+
+    # ------------------------------------------------------------------------------------------------
+    # lookups and attributes
+    @_fuse_errors
+    async def lookup(self, parent_inode, name, ctx=None):
+        path = join(self._path(parent_inode), _name(name))
+        info = await self._record(path)
+        inode = self.inodes.inode_for(path)
+        self.inodes.add_lookup(inode)
+        return self._attrs(inode, info)
+
+    async def forget(self, inode_list):
+        for inode, n in inode_list:
+            self.inodes.forget(inode, n)
+
+    @_fuse_errors
+    async def getattr(self, inode, ctx=None):
+        node = self.inodes.node(inode)
+        of = self.handles.files.get(inode)
+        if node.unlinked:
+            if of is None or of.info is None and of.on_guest:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return self._attrs(inode, of.info or self._created_record(split(node.path)[1], of))
+        return self._attrs(inode, await self._record(node.path, complete=True))
+
+    @_fuse_errors
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        path = self._path(inode)
+        self._guest_level(path)
+        info = await self._record(path, complete=True)
+        if fields.update_size:
+            if info.type is FileType.DIRECTORY:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            await self._truncate(inode, path, info, attr.st_size)
+        changes = {}
+        if fields.update_mode:
+            changes["permissions"] = attr.st_mode & 0o7777
+        if fields.update_uid:
+            changes["uid"] = attr.st_uid
+        if fields.update_gid:
+            changes["gid"] = attr.st_gid
+        if fields.update_atime:
+            changes["atime"] = attr.st_atime_ns / 1e9
+        if fields.update_mtime:
+            changes["mtime"] = attr.st_mtime_ns / 1e9
+        if changes:
+            of = self.handles.files.get(inode)
+            if of is not None:
+                # kept until (and re-applied after) the upload, which resets them
+                of.mode = changes.get("permissions", of.mode)
+                of.uid = changes.get("uid", of.uid)
+                of.gid = changes.get("gid", of.gid)
+                of.atime = changes.get("atime", of.atime)
+                of.user_mtime = changes.get("mtime", of.user_mtime)
+            if of is None or (of.on_guest and not of.dirty):
+                target = await self.vms.target(path)
+                await self.client.set_attributes(target.vm.id, target.creds, target.guest_path,
+                                                 FileAttributes(**changes))
+                self.cache.update(path, **changes)
+        return await self.getattr(inode)
+
+    @_fuse_errors
+    async def readlink(self, inode, ctx):
+        info = await self._record(self._path(inode), complete=True)
+        if info.type is not FileType.SYMLINK:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(info.symlink_target or "")
+
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = 1 << 32  # 16 TiB: the guest's real free space is not known; programs only need room
+        s.f_bfree = s.f_bavail = 1 << 31
+        s.f_files = 1 << 24
+        s.f_ffree = s.f_favail = 1 << 23
+        s.f_namemax = 255
+        return s
+
+    # ------------------------------------------------------------------------------------------------
+    # directories
+    @_fuse_errors
+    async def opendir(self, inode, ctx):
+        path = self._path(inode)
+        info = await self._record(path)
+        if info.type is not FileType.DIRECTORY:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        if "/" in path and not await self.vms.is_drive(path):
+            await self.vms.target(path)  # EHOSTDOWN / EACCES now rather than at readdir
+        elif path:
+            vm = await self.vms.vm(path)
+            if not self.vms.drives(vm):
+                await self.vms.target(path)
+        fh = self.handles.new_fh()
+        self.handles.add(DirHandle(fh, inode, path))
+        return fh
+
+    @_fuse_errors
+    async def readdir(self, fh, start_id, token):
+        dh = self.handles.get(fh)
+        if dh.entries is None or start_id == 0:
+            dh.entries = await self._listing(self._path(dh.inode))
+        base = self._path(dh.inode)
+        for i in range(start_id, len(dh.entries)):
+            name, info = dh.entries[i]
+            inode = self.inodes.inode_for(join(base, name))
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attrs(inode, info), i + 1):
+                self.inodes.drop_unreferenced(inode)
+                break
+            self.inodes.add_lookup(inode)
+
+    async def releasedir(self, fh):
+        self.handles.pop(fh)
+
+    async def fsyncdir(self, fh, datasync):
+        pass
+
+    @_fuse_errors
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        path = join(self._path(parent_inode), _name(name))
+        self._guest_level(path)
+        target = await self.vms.target(path)
+        await self.client.mkdir(target.vm.id, target.creds, target.guest_path)
+        perms = mode & 0o7777
+        if perms != 0o700:  # the guest agent makes 0700
+            await self.client.set_attributes(target.vm.id, target.creds, target.guest_path,
+                                             FileAttributes(permissions=perms))
+        now = time.time()
+        info = GuestFileInfo(name=split(path)[1], type=FileType.DIRECTORY, permissions=perms, mtime=now, atime=now)
+        self.cache.put(path, info)
+        self.cache.put_listing(path, [])
+        inode = self.inodes.inode_for(path)
+        self.inodes.add_lookup(inode)
+        return self._attrs(inode, info)
+
+    @_fuse_errors
+    async def rmdir(self, parent_inode, name, ctx):
+        path = join(self._path(parent_inode), _name(name))
+        self._guest_level(path)
+        info = await self._record(path)
+        if info.type is not FileType.DIRECTORY:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        if await self.vms.is_drive(path):
+            raise pyfuse3.FUSEError(errno.EPERM)
+        target = await self.vms.target(path)
+        try:
+            await self.client.remove_dir(target.vm.id, target.creds, target.guest_path, recursive=False)
+        except VSphereError:
+            self.cache.forget(path)
+            raise
+        self.inodes.unlink_tree(path)
+        self.cache.remove_tree(path)
+
+    # ------------------------------------------------------------------------------------------------
+    # names
+    @_fuse_errors
+    async def unlink(self, parent_inode, name, ctx):
+        path = join(self._path(parent_inode), _name(name))
+        self._guest_level(path)
+        info = await self._record(path)
+        if info.type is FileType.DIRECTORY:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        node = self.inodes.find(path)
+        of = self.handles.files.get(node.inode) if node else None
+        if of is None or of.on_guest:
+            target = await self.vms.target(path)
+            try:
+                await self.client.remove_file(target.vm.id, target.creds, target.guest_path)
+            except VSphereError:
+                self.cache.forget(path)
+                raise
+        if of is not None:
+            of.dirty = False  # never upload a file unlinked while open
+        self.inodes.unlink(path)
+        self.cache.remove_tree(path)
+
+    @_fuse_errors
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        if flags:
+            raise pyfuse3.FUSEError(errno.EINVAL)  # RENAME_NOREPLACE / RENAME_EXCHANGE: not atomic on a guest
+        old = join(self._path(parent_inode_old), _name(name_old))
+        new = join(self._path(parent_inode_new), _name(name_new))
+        self._guest_level(old)
+        self._guest_level(new)
+        if old == new:
+            return
+        if old.partition("/")[0] != new.partition("/")[0]:
+            raise pyfuse3.FUSEError(errno.EXDEV)
+        info = await self._record(old, complete=True)
+        try:
+            dst = await self._record(new)
+        except pyfuse3.FUSEError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            dst = None
+        src_t = await self.vms.target(old)
+        dst_t = await self.vms.target(new)
+        vm, creds = src_t.vm.id, src_t.creds
+        if info.type is FileType.DIRECTORY:
+            if is_under(new, old):
+                raise pyfuse3.FUSEError(errno.EINVAL)
+            if dst is not None:
+                if dst.type is not FileType.DIRECTORY:
+                    raise pyfuse3.FUSEError(errno.ENOTDIR)
+                if await self._nonempty(new):
+                    raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+                await self.client.remove_dir(vm, creds, dst_t.guest_path, recursive=False)
+            try:
+                await self.client.move_dir(vm, creds, src_t.guest_path, dst_t.guest_path)
+            except VSphereError:
+                self.cache.forget(old)
+                self.cache.remove_tree(new) if dst is not None else self.cache.forget(new)
+                raise
+        else:
+            if dst is not None and dst.type is FileType.DIRECTORY:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            node = self.inodes.find(old)
+            of = self.handles.files.get(node.inode) if node else None
+            if of is None or of.on_guest:
+                try:
+                    await self.client.move_file(vm, creds, src_t.guest_path, dst_t.guest_path, overwrite=True)
+                except VSphereError:
+                    self.cache.forget(old)
+                    self.cache.forget(new)
+                    raise
+            elif dst is not None:
+                # the pending upload will overwrite it; until then it must not show under the old content
+                try:
+                    await self.client.remove_file(vm, creds, dst_t.guest_path)
+                except VSphereError as e:
+                    if e.errno != errno.ENOENT:
+                        raise
+        replaced = self.inodes.find(new)
+        if replaced is not None:
+            of = self.handles.files.get(replaced.inode)
+            if of is not None:
+                of.dirty = False
+        self.inodes.rename(old, new)
+        self.cache.rename(old, new, dataclasses.replace(info, name=split(new)[1]))
+
+    async def _nonempty(self, path: str) -> bool:
+        target = await self.vms.target(path)
+        async for _ in self.client.list_dir(target.vm.id, target.creds, target.guest_path):
+            return True
+        return False
+
+    async def symlink(self, parent_inode, name, target, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    # ------------------------------------------------------------------------------------------------
+    # files
+    def _open_file(self, inode: int, info: GuestFileInfo | None, on_guest: bool = True) -> OpenFile:
+        of = self.handles.files.get(inode)
+        if of is None:
+            of = OpenFile(inode, Spool(self.settings.spool_dir, self._path(inode)), info, on_guest=on_guest)
+            self.handles.files[inode] = of
+        return of
+
+    def _add_handle(self, of: OpenFile, writable: bool, append: bool) -> Handle:
+        handle = Handle(self.handles.new_fh(), of.inode, of, writable, append)
+        self.handles.add(handle)
+        of.handles += 1
+        of.writers += writable
+        self.inodes.opened(of.inode)
+        return handle
+
+    @_fuse_errors
+    async def open(self, inode, flags, ctx):
+        path = self._path(inode)
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        info = await self._record(path, complete=writable)
+        if info.type is FileType.DIRECTORY:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if writable:
+            self._guest_level(path)
+        had = inode in self.handles.files
+        of = self._open_file(inode, info)
+        handle = self._add_handle(of, writable, bool(flags & os.O_APPEND))
+        try:
+            if writable and flags & os.O_TRUNC:
+                async with of.lock:
+                    of.spool.make_empty()
+                    self._changed(of)
+            elif writable:
+                self._start_download(of)
+                await of.spool.wait_complete()
+        except BaseException:
+            await self._release(handle.fh, upload=False)
+            raise
+        sig = (info.size, info.mtime)
+        keep = had or (not writable and self._open_sig.get(inode) == sig)
+        self._open_sig[inode] = sig
+        return pyfuse3.FileInfo(fh=handle.fh, keep_cache=keep)
+
+    @_fuse_errors
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        path = join(self._path(parent_inode), _name(name))
+        self._guest_level(path)
+        await self.vms.target(path)
+        parent = await self._record(self._path(parent_inode))
+        if parent.type is not FileType.DIRECTORY:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        try:
+            existing = await self._record(path)
+        except pyfuse3.FUSEError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            existing = None
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise pyfuse3.FUSEError(errno.EEXIST)
+            inode = self.inodes.inode_for(path)
+            self.inodes.add_lookup(inode)
+            fi = await self.open(inode, flags, ctx)
+            return fi, await self.getattr(inode)
+        inode = self.inodes.inode_for(path)
+        of = self._open_file(inode, None, on_guest=False)
+        of.spool.make_empty()
+        of.mode = mode & 0o7777
+        self._changed(of)
+        handle = self._add_handle(of, True, bool(flags & os.O_APPEND))
+        self.inodes.add_lookup(inode)
+        info = self._created_record(split(path)[1], of)
+        self.cache.put(path, info)
+        self._open_sig.pop(inode, None)
+        return pyfuse3.FileInfo(fh=handle.fh, keep_cache=False), self._attrs(inode, info)
+
+    def _changed(self, of: OpenFile) -> None:
+        of.dirty = True
+        of.mtime = time.time()
+        of.user_mtime = None
+
+    def _start_download(self, of: OpenFile) -> None:
+        if of.spool.complete or of.spool.downloading:
+            return
+        if of.spool.started and of.spool.error is not None:
+            return  # failed: the readers get its errno until the file is closed
+        path = self._path(of.inode)
+
+        async def opener() -> ReadTransfer:
+            target = await self.vms.target(path)
+            return await self.client.open_read(target.vm.id, target.creds, target.guest_path)
+
+        def on_info(transfer: ReadTransfer) -> None:
+            record = transfer.info or of.info
+            if record is not None and transfer.size is not None:
+                record = dataclasses.replace(record, size=transfer.size, name=split(path)[1])
+                of.info = record
+                if not of.dirty and self.inodes.find(path) is not None:
+                    self.cache.put(path, record)
+
+        of.spool.start_download(self.nursery, opener, on_info)
+
+    @_fuse_errors
+    async def read(self, fh, off, size):
+        of = self.handles.get(fh).file
+        if not of.spool.complete:
+            self._start_download(of)
+            await of.spool.wait_for(off + size)
+        return of.spool.read(off, size)
+
+    @_fuse_errors
+    async def write(self, fh, off, buf):
+        handle = self.handles.get(fh)
+        of = handle.file
+        async with of.lock:
+            await of.spool.wait_complete()
+            if handle.append:
+                off = of.spool.size()
+            n = of.spool.write(off, buf)
+            self._changed(of)
+        return n
+
+    async def _truncate(self, inode: int, path: str, info: GuestFileInfo, size: int) -> None:
+        of = self.handles.files.get(inode)
+        if of is not None:
+            async with of.lock:
+                if size == 0:
+                    of.spool.make_empty()
+                else:
+                    self._start_download(of)
+                    await of.spool.wait_complete()
+                    of.spool.truncate(size)
+                self._changed(of)
+            return
+        # a closed file: fetch (unless emptied), cut or extend, upload, all through a short-lived open
+        of = self._open_file(inode, info)
+        handle = self._add_handle(of, True, False)
+        try:
+            await self._truncate(inode, path, info, size)
+            await self._upload(of)
+        finally:
+            await self._release(handle.fh, upload=False)
+
+    @_fuse_errors
+    async def flush(self, fh):
+        handle = self.handles.get(fh)
+        if handle.writable and handle.file.dirty and handle.file.writers <= 1:
+            await self._upload(handle.file)
+
+    @_fuse_errors
+    async def fsync(self, fh, datasync):
+        handle = self.handles.get(fh)
+        if handle.file.dirty:
+            await self._upload(handle.file, keep_dirty=True)
+
+    async def release(self, fh):
+        try:
+            await self._release(fh, upload=True)
+        except Exception:
+            log.exception("release of handle %s failed", fh)
+
+    async def _release(self, fh: int, upload: bool) -> None:
+        handle = self.handles.pop(fh)
+        if handle is None:
+            return
+        of = handle.file
+        of.handles -= 1
+        of.writers -= handle.writable
+        try:
+            if of.handles == 0:
+                if upload and of.dirty:
+                    try:
+                        await self._upload(of)
+                    except pyfuse3.FUSEError as e:
+                        log.warning("upload at release failed: errno %s", e.errno)
+                if self.handles.files.get(of.inode) is of and of.handles == 0:
+                    del self.handles.files[of.inode]
+                    of.spool.close()
+        finally:
+            self.inodes.closed(of.inode)
+
+    # ------------------------------------------------------------------------------------------------
+    # upload
+    async def _upload(self, of: OpenFile, keep_dirty: bool = False) -> None:
+        """Upload a dirty file to its current path (renames move the pending upload), then re-apply its mode,
+        owner and times. On failure the spool is copied to the recovery dir and the errno raised."""
+        async with of.lock:
+            node = self.inodes._by_inode.get(of.inode)
+            if not of.dirty or node is None or node.unlinked:
+                of.dirty = False
+                return
+            path = node.path
+            size = of.spool.size()
+            mtime = of.user_mtime if of.user_mtime is not None else of.mtime or time.time()
+            atime = of.atime if of.atime is not None else mtime
+            base = of.info
+            perms = of.mode if of.mode is not None else (base.permissions if base and base.permissions is not None
+                                                         else 0o644)
+            uid = of.uid if of.uid is not None else (base.uid if base else None)
+            gid = of.gid if of.gid is not None else (base.gid if base else None)
+            try:
+                target = await self.vms.target(path)
+                await self.client.upload(target.vm.id, target.creds, target.guest_path, str(of.spool.path), size,
+                                         attrs=FileAttributes(permissions=perms), overwrite=True)
+                of.on_guest = True
+                attrs = FileAttributes(permissions=perms, uid=uid, gid=gid, mtime=mtime, atime=atime)
+                try:
+                    await self.client.set_attributes(target.vm.id, target.creds, target.guest_path, attrs)
+                except VSphereError as e:
+                    if uid is None and gid is None:
+                        raise
+                    # the guest login may not give files away; keep the rest
+                    log.info("owner of %s not restored after upload: %s", path, e)
+                    uid = gid = None
+                    await self.client.set_attributes(target.vm.id, target.creds, target.guest_path,
+                                                     dataclasses.replace(attrs, uid=None, gid=None))
+            except (VSphereError, pyfuse3.FUSEError) as e:
+                err = e.errno or errno.EIO
+                self._recover(of, path, e)
+                self.cache.forget(path)
+                if not keep_dirty:
+                    of.dirty = False
+                raise pyfuse3.FUSEError(err) from None
+            of.dirty = False
+            info = GuestFileInfo(name=split(path)[1], type=FileType.FILE, size=size, permissions=perms, uid=uid,
+                                 gid=gid, mtime=mtime, atime=atime)
+            of.info = info
+            of.mode = of.uid = of.gid = of.atime = of.user_mtime = None
+            of.mtime = mtime
+            self.cache.put(path, info)
+            self._open_sig[of.inode] = (size, mtime)
+
+    def _recover(self, of: OpenFile, path: str, error: Exception) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        dest = self.settings.recovery_dir / f"{path}.{stamp}"
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(of.spool.path, dest)
+            log.error("upload of %s failed (%s); its content is kept in %s", path, error, dest)
+        except OSError as e:
+            log.error("upload of %s failed (%s) and its content could not be kept: %s", path, error, e)
+
+    async def flush_all(self) -> None:
+        """Upload every dirty file (at unmount and on SIGTERM)."""
+        for of in self.handles.dirty_files():
+            try:
+                await self._upload(of)
+            except pyfuse3.FUSEError as e:
+                log.warning("upload at unmount failed: errno %s", e.errno)
+            except Exception:
+                log.exception("upload at unmount failed")

@@ -1,0 +1,157 @@
+"""Spool files: the local copy of one open guest file, on disk under `spool_dir`, never whole in memory.
+
+A `Spool` is created empty. `start_download` fills it from a guest GET in a background task (in the mount's
+nursery); readers wait only until their byte range is there (`wait_for`). A failed or short download fails every
+waiter with the error's errno; it never looks like a complete short file. `cancel` stops a download nobody waits
+for any more. Writes go straight into the file (after the download completed, or after a truncate to 0, which
+makes the spool complete without any download). The owner (an `OpenFile`) calls `close` to delete the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import pyfuse3
+import trio
+
+from guestfs_mount.vsphere.faults import VSphereError
+from guestfs_mount.vsphere.guestfiles import ReadTransfer
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+# opens a transfer: the caller binds VM, credentials and guest path
+Opener = Callable[[], Awaitable[ReadTransfer]]
+# called once when a download learns the file's size (and maybe its record)
+OnInfo = Callable[[ReadTransfer], None]
+
+
+class DownloadFailed(Exception):
+    def __init__(self, err: int, message: str):
+        super().__init__(message)
+        self.errno = err
+
+
+class Spool:
+    def __init__(self, spool_dir: Path, label: str = "") -> None:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        self.path = spool_dir / f"{os.getpid()}-{next(_ids)}.spool"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.label = label
+        self.have = 0  # bytes downloaded so far (a prefix of the file)
+        self.complete = False  # the whole file is here (downloaded, or made locally)
+        self.started = False
+        self.error: DownloadFailed | None = None
+        self._progress = trio.Event()
+        self._scope: trio.CancelScope | None = None
+
+    # --- download ---------------------------------------------------------------------------------------
+    def start_download(self, nursery: trio.Nursery, opener: Opener, on_info: OnInfo | None = None) -> None:
+        if self.started or self.complete:
+            return
+        self.started = True
+        self.error = None
+        nursery.start_soon(self._download, opener, on_info)
+
+    async def _download(self, opener: Opener, on_info: OnInfo | None) -> None:
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                transfer = await opener()
+                async with transfer:
+                    async for chunk in transfer.chunks():
+                        if scope.cancel_called:  # a chunk delivered after cancel() must not land in the file
+                            break
+                        if on_info is not None:
+                            on_info(transfer)
+                            on_info = None
+                        os.pwrite(self.fd, chunk, self.have)
+                        self.have += len(chunk)
+                        self._notify()
+                    if on_info is not None and not scope.cancel_called:
+                        on_info(transfer)
+                    if not scope.cancel_called and transfer.size is not None and transfer.size != self.have:
+                        raise DownloadFailed(errno.EIO, f"got {self.have} of {transfer.size} bytes")
+                if not scope.cancel_called:
+                    self.complete = True
+            except DownloadFailed as e:
+                self.error = e
+            except VSphereError as e:
+                self.error = DownloadFailed(e.errno, str(e))
+            except OSError as e:  # the local disk (ENOSPC...)
+                self.error = DownloadFailed(e.errno or errno.EIO, str(e))
+            except Exception as e:  # a bug: log it, fail the readers, keep the mount
+                log.exception("download of %s failed", self.label)
+                self.error = DownloadFailed(errno.EIO, repr(e))
+            finally:
+                self._scope = None
+                if self.error is not None:
+                    log.warning("download of %s failed: %s", self.label, self.error)
+                self._notify()
+        if scope.cancelled_caught and not self.complete:
+            self.error = DownloadFailed(errno.EINTR, "download cancelled")
+            self._notify()
+
+    def _notify(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    @property
+    def downloading(self) -> bool:
+        return self._scope is not None
+
+    def cancel(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def wait_for(self, end: int) -> None:
+        """Until bytes [0, end) are here or the file is complete; raises FUSEError when the download failed."""
+        while not self.complete and self.have < end:
+            if self.error is not None:
+                raise pyfuse3.FUSEError(self.error.errno)
+            if not self.started:
+                raise pyfuse3.FUSEError(errno.EIO)  # nobody started it: a bug in the caller
+            await self._progress.wait()
+
+    async def wait_complete(self) -> None:
+        while not self.complete:
+            if self.error is not None:
+                raise pyfuse3.FUSEError(self.error.errno)
+            await self._progress.wait()
+
+    # --- local data -------------------------------------------------------------------------------------
+    def make_empty(self) -> None:
+        """The file is now empty (O_TRUNC, create): no download needed."""
+        self.cancel()
+        os.ftruncate(self.fd, 0)
+        self.complete = True
+        self.error = None
+        self._notify()
+
+    def read(self, off: int, size: int) -> bytes:
+        return os.pread(self.fd, size, off)
+
+    def write(self, off: int, data: bytes) -> int:
+        return os.pwrite(self.fd, data, off)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        self.cancel()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass

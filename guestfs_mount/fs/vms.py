@@ -1,0 +1,97 @@
+"""The top two levels of the mount: which VMs there are, and which guest path a mount path means.
+
+Mount path "vm1/etc/hosts" is guest path "/etc/hosts" on a Linux VM; on a Windows VM the VM's directory holds
+the configured drives, and "win1/C:/x/y" is guest path "C:\\x\\y". The VM list is refreshed every
+`vm_list_ttl` seconds; a VM that is off or whose Tools are not ready still lists, but anything below its
+directory gives EHOSTDOWN; a VM with no configured guest login gives EACCES.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
+from guestfs_mount.vsphere.guestfiles import GuestFiles
+from guestfs_mount.vsphere.model import GuestCredentials, VMInfo
+
+log = logging.getLogger(__name__)
+
+# an "unavailable" answer is rechecked this soon, so a VM that was just powered on shows up quickly
+UNAVAILABLE_RECHECK = 2.0
+
+
+@dataclass(frozen=True)
+class Target:
+    vm: VMInfo
+    creds: GuestCredentials
+    guest_path: str
+
+
+class VMDirectory:
+    def __init__(self, client: GuestFiles, credentials: CredentialsLookup, settings: MountSettings) -> None:
+        self.client = client
+        self.credentials = credentials
+        self.settings = settings
+        self._vms: dict[str, VMInfo] | None = None
+        self._fetched = 0.0
+        self._lock = trio.Lock()
+
+    async def vms(self, max_age: float | None = None) -> dict[str, VMInfo]:
+        max_age = self.settings.vm_list_ttl if max_age is None else max_age
+        async with self._lock:
+            if self._vms is None or time.monotonic() - self._fetched > max_age:
+                vms = await self.client.list_vms()
+                only = set(self.settings.only_vms)
+                self._vms = {vm.name: vm for vm in vms if not only or vm.name in only}
+                self._fetched = time.monotonic()
+            return self._vms
+
+    def invalidate(self) -> None:
+        self._vms = None
+
+    async def vm(self, name: str) -> VMInfo:
+        vm = (await self.vms()).get(name)
+        if vm is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if not self.available(vm):
+            vm = (await self.vms(UNAVAILABLE_RECHECK)).get(name)
+            if vm is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+        return vm
+
+    @staticmethod
+    def available(vm: VMInfo) -> bool:
+        return vm.powered_on and vm.tools_ready
+
+    def drives(self, vm: VMInfo) -> list[str]:
+        return list(self.settings.windows_drives) if vm.is_windows else []
+
+    async def target(self, path: str) -> Target:
+        """The VM, guest login and guest path of a mount path at or below a VM's directory."""
+        name, _, rest = path.partition("/")
+        vm = await self.vm(name)
+        if not self.available(vm):
+            raise pyfuse3.FUSEError(errno.EHOSTDOWN)
+        creds = self.credentials(vm.name)
+        if creds is None:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        if vm.is_windows:
+            drive, _, below = rest.partition("/")
+            if drive not in self.settings.windows_drives:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return Target(vm, creds, drive + "\\" + below.replace("/", "\\"))
+        return Target(vm, creds, "/" + rest)
+
+    async def is_drive(self, path: str) -> bool:
+        """Whether `path` is "vm/C:" for a Windows VM (a directory of the mount, not listed from the guest)."""
+        name, _, rest = path.partition("/")
+        if not rest or "/" in rest:
+            return False
+        vm = await self.vm(name)
+        return vm.is_windows and rest in self.settings.windows_drives

@@ -1,0 +1,140 @@
+"""Mount guestfs-mount for a test, driven by real programs.
+
+`mounted_guestfs(tmp, api)` starts the simulator (tests/helpers/simulator.py) with one Linux VM `vm1`, writes a
+0600 config file and runs `python -m guestfs_mount MP --config FILE --foreground` through `mounting.mounted`,
+which always unmounts. When the simulator is not importable, it falls back to a local-directory guest
+(`localguest.LocalGuest`) run in a child process by this module's `__main__` (no call counting then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from tests.helpers.mounting import mounted
+
+VM = "vm1"
+
+
+@dataclass
+class GuestMount:
+    mp: Path  # the mount point
+    root: Path  # the simulator's root: one directory per VM
+    api: str
+    log_path: Path
+    sim: Any = None  # the Simulator, when there is one
+
+    @property
+    def vm(self) -> Path:
+        """vm1's directory in the mount."""
+        return self.mp / VM
+
+    @property
+    def guest(self) -> Path:
+        """vm1's files as the guest has them (the simulator's directory)."""
+        return self.root / VM
+
+    def stats(self) -> dict | None:
+        return self.sim.stats() if self.sim is not None else None
+
+    def reset_stats(self) -> None:
+        if self.sim is not None:
+            self.sim.reset_stats()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def have_simulator() -> bool:
+    try:
+        import tests.helpers.simulator  # noqa: F401
+        import guestfs_mount.vsphere.connect  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, attr_ttl: float, dir_ttl: float,
+                 extra: str = "") -> None:
+    path.write_text(textwrap.dedent(f"""\
+        [vcenter]
+        url = "{url}"
+        username = "administrator@vsphere.local"
+        password = "vmware"
+        api = "{api}"
+        [vms.default]
+        username = "root"
+        password = "vmware"
+        [cache]
+        attr_ttl = {attr_ttl}
+        dir_ttl = {dir_ttl}
+        vm_list_ttl = 2.0
+        [mount]
+        spool_dir = "{spool}"
+        recovery_dir = "{recovered}"
+        """) + extra)
+    os.chmod(path, 0o600)
+
+
+@contextlib.contextmanager
+def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_ttl: float = 5.0,
+                    setup: Callable[[Path], None] | None = None, force_local: bool = False) -> Iterator[GuestMount]:
+    root, mp = tmp / "vms", tmp / "mnt"
+    (root / VM).mkdir(parents=True, exist_ok=True)
+    if setup is not None:
+        setup(root / VM)
+    spool, recovered, log_path = tmp / "spool", tmp / "recovered", tmp / "mount.log"
+    with contextlib.ExitStack() as stack:
+        if have_simulator() and not force_local:
+            from tests.helpers.simulator import running_simulator
+
+            sim = stack.enter_context(running_simulator(root, log_path=tmp / "sim.log"))
+            cfg = tmp / "config.toml"
+            write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl)
+            argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground"]
+        else:
+            sim = None
+            argv = [sys.executable, "-m", "tests.helpers.mountfs", str(root), str(mp), "--api", api,
+                    "--spool", str(spool), "--recovered", str(recovered), "--attr-ttl", str(attr_ttl),
+                    "--dir-ttl", str(dir_ttl)]
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
+        yield GuestMount(mp, root, api, log_path, sim)
+
+
+def _main() -> None:
+    """Mount a LocalGuest: python -m tests.helpers.mountfs ROOT MP [--api rest] ..."""
+    import trio  # noqa: F401
+
+    from guestfs_mount.fs.mount import run_mount
+    from guestfs_mount.fs.settings import MountSettings
+    from guestfs_mount.vsphere.model import GuestCredentials
+    from tests.helpers.localguest import LocalGuest
+
+    p = argparse.ArgumentParser()
+    p.add_argument("root")
+    p.add_argument("mountpoint")
+    p.add_argument("--api", default="vi-json")
+    p.add_argument("--spool", required=True)
+    p.add_argument("--recovered", required=True)
+    p.add_argument("--attr-ttl", type=float, default=5.0)
+    p.add_argument("--dir-ttl", type=float, default=5.0)
+    p.add_argument("--debug", action="store_true")
+    a = p.parse_args()
+    logging.basicConfig(level=logging.DEBUG if a.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = MountSettings(spool_dir=Path(a.spool), recovery_dir=Path(a.recovered), attr_ttl=a.attr_ttl,
+                             dir_ttl=a.dir_ttl, vm_list_ttl=2.0)
+    guest = LocalGuest(a.root, dialect=a.api)
+    run_mount(a.mountpoint, lambda: guest, lambda vm: GuestCredentials("root", "vmware"), settings)
+
+
+if __name__ == "__main__":
+    _main()
