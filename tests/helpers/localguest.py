@@ -8,6 +8,7 @@ transfer URLs; just the semantics of guest file operations.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat as stat_mod
@@ -65,8 +66,9 @@ class LocalTransfer(ReadTransfer):
 
 class LocalGuest(GuestFiles):
     def __init__(self, root: str | os.PathLike, dialect: str = "vi-json", chunk: int = 256 * 1024,
-                 delay: float = 0.0):
+                 delay: float = 0.0, stats_path: str | os.PathLike | None = None):
         self.root = Path(root)
+        self.stats_path = Path(stats_path) if stats_path else None
         self.dialect = dialect
         self.calls: Counter = Counter()
         self.faults: dict[str, list[Exception]] = {}
@@ -76,6 +78,10 @@ class LocalGuest(GuestFiles):
 
     def _enter(self, op: str, vm: str | None = None) -> None:
         self.calls[op] += 1
+        if self.stats_path is not None:
+            tmp = self.stats_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.calls))
+            os.replace(tmp, self.stats_path)
         if vm in self.powered_off:
             raise VMUnavailableError("powered off", vm=vm)
         pending = self.faults.get(op)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -30,6 +31,9 @@ class GuestMount:
     api: str
     log_path: Path
     sim: Any = None  # the Simulator, when there is one
+    proc: Any = None  # the mount's process
+    stats_path: Path | None = None  # the local guest's call counts
+    _baseline: dict | None = None
 
     @property
     def vm(self) -> Path:
@@ -41,12 +45,20 @@ class GuestMount:
         """vm1's files as the guest has them (the simulator's directory)."""
         return self.root / VM
 
-    def stats(self) -> dict | None:
-        return self.sim.stats() if self.sim is not None else None
+    def stats(self) -> dict:
+        """Guest calls since the last reset_stats()."""
+        if self.sim is not None:
+            return self.sim.stats()
+        now = json.loads(self.stats_path.read_text()) if self.stats_path.exists() else {}
+        base = self._baseline or {}
+        return {k: v - base.get(k, 0) for k, v in now.items() if v - base.get(k, 0)}
 
     def reset_stats(self) -> None:
         if self.sim is not None:
             self.sim.reset_stats()
+        else:
+            self._baseline = None
+            self._baseline = self.stats()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -103,10 +115,10 @@ def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_
             sim = None
             argv = [sys.executable, "-m", "tests.helpers.mountfs", str(root), str(mp), "--api", api,
                     "--spool", str(spool), "--recovered", str(recovered), "--attr-ttl", str(attr_ttl),
-                    "--dir-ttl", str(dir_ttl)]
+                    "--dir-ttl", str(dir_ttl), "--stats", str(tmp / "stats.json")]
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-        stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
-        yield GuestMount(mp, root, api, log_path, sim)
+        proc = stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
+        yield GuestMount(mp, root, api, log_path, sim, proc, None if sim else tmp / "stats.json")
 
 
 def _main() -> None:
@@ -127,12 +139,13 @@ def _main() -> None:
     p.add_argument("--attr-ttl", type=float, default=5.0)
     p.add_argument("--dir-ttl", type=float, default=5.0)
     p.add_argument("--debug", action="store_true")
+    p.add_argument("--stats")
     a = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if a.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = MountSettings(spool_dir=Path(a.spool), recovery_dir=Path(a.recovered), attr_ttl=a.attr_ttl,
                              dir_ttl=a.dir_ttl, vm_list_ttl=2.0)
-    guest = LocalGuest(a.root, dialect=a.api)
+    guest = LocalGuest(a.root, dialect=a.api, stats_path=a.stats)
     run_mount(a.mountpoint, lambda: guest, lambda vm: GuestCredentials("root", "vmware"), settings)
 
 
