@@ -1,8 +1,9 @@
 """A `GuestFiles` over a local directory (one subdirectory per VM), for testing the mount without HTTP.
 
-`dialect="rest"` makes listings as thin as REST's (name, type, size only). `calls` counts each operation, and
-`faults[op]` makes the next calls of `op` fail with a given exception. Not the simulator: no sessions, no
-transfer URLs; just the semantics of guest file operations.
+`dialect="rest"` makes listings as thin as REST's (name, type, size only). Calls are counted under the VI method
+names the simulator uses (`ListFilesInGuest`, `guestFile.GET`, ...), into `stats_path` when given; a JSON control
+file (`control_path`: {"faults": {op: [fault, times]}, "off": [vm...]}) injects faults and powers VMs off from
+the test process. Not the simulator: no sessions, no transfer URLs; just the semantics of guest file operations.
 """
 
 from __future__ import annotations
@@ -17,9 +18,19 @@ from pathlib import Path
 
 import trio
 
-from guestfs_mount.vsphere.faults import GuestFileError, VMUnavailableError
+from guestfs_mount.vsphere.faults import GuestFileError, TransferError, VMUnavailableError
 from guestfs_mount.vsphere.guestfiles import GuestFiles, ReadTransfer
 from guestfs_mount.vsphere.model import FileType, GuestFileInfo, VMInfo
+
+
+VI_NAMES = {
+    "list_vms": "RetrievePropertiesEx", "list_dir": "ListFilesInGuest", "stat": "ListFilesInGuest",
+    "open_read": "InitiateFileTransferFromGuest", "upload": "InitiateFileTransferToGuest",
+    "mkdir": "MakeDirectoryInGuest", "remove_file": "DeleteFileInGuest", "remove_dir": "DeleteDirectoryInGuest",
+    "move_file": "MoveFileInGuest", "move_dir": "MoveDirectoryInGuest", "set_attributes": "ChangeFileAttributesInGuest",
+}
+FAULT_ERRNO = {"FileNotFound": errno.ENOENT, "NoDiskSpace": errno.ENOSPC, "GuestPermissionDenied": errno.EACCES,
+               "FileAlreadyExists": errno.EEXIST}
 
 
 def _err(e: OSError, path: str) -> GuestFileError:
@@ -43,7 +54,8 @@ def _info(p: Path, name: str, thin: bool) -> GuestFileInfo:
 
 
 class LocalTransfer(ReadTransfer):
-    def __init__(self, path: Path, chunk: int, delay: float):
+    def __init__(self, path: Path, chunk: int, delay: float, fault: Exception | None = None):
+        self._fault = fault
         self.path = path
         self.size = path.stat().st_size
         self.info = None
@@ -59,6 +71,8 @@ class LocalTransfer(ReadTransfer):
                 else:
                     await trio.lowlevel.checkpoint()
                 yield data
+                if self._fault is not None:
+                    raise self._fault
 
     async def aclose(self):
         self.closed = True
@@ -66,7 +80,9 @@ class LocalTransfer(ReadTransfer):
 
 class LocalGuest(GuestFiles):
     def __init__(self, root: str | os.PathLike, dialect: str = "vi-json", chunk: int = 256 * 1024,
-                 delay: float = 0.0, stats_path: str | os.PathLike | None = None):
+                 delay: float = 0.0, stats_path: str | os.PathLike | None = None,
+                 control_path: str | os.PathLike | None = None):
+        self.control_path = Path(control_path) if control_path else None
         self.root = Path(root)
         self.stats_path = Path(stats_path) if stats_path else None
         self.dialect = dialect
@@ -76,17 +92,42 @@ class LocalGuest(GuestFiles):
         self.chunk = chunk
         self.delay = delay
 
-    def _enter(self, op: str, vm: str | None = None) -> None:
+    def _enter(self, method: str, vm: str | None = None) -> None:
+        op = VI_NAMES.get(method, method)
         self.calls[op] += 1
+        if method in ("open_read", "upload"):
+            self.calls["guestFile.GET" if method == "open_read" else "guestFile.PUT"] += 1
         if self.stats_path is not None:
             tmp = self.stats_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.calls))
             os.replace(tmp, self.stats_path)
+        self._read_control()
         if vm in self.powered_off:
             raise VMUnavailableError("powered off", vm=vm)
-        pending = self.faults.get(op)
-        if pending:
-            raise pending.pop(0)
+        for name in (op, "guestFile.PUT" if method == "upload" else None):
+            exc = self._take_fault(name)
+            if exc is not None:
+                raise exc
+
+    def _read_control(self) -> None:
+        if self.control_path is None or not self.control_path.exists():
+            return
+        control = json.loads(self.control_path.read_text())
+        self.powered_off = set(control.get("off", []))
+        self._control = control
+
+    def _take_fault(self, op: str | None) -> Exception | None:
+        control = getattr(self, "_control", None)
+        if not control or op not in control.get("faults", {}):
+            return None
+        fault, times = control["faults"][op]
+        if times <= 0:
+            return None
+        control["faults"][op] = [fault, times - 1]
+        self.control_path.write_text(json.dumps(control))
+        if op.startswith("guestFile."):
+            return TransferError(f"{op} aborted ({fault})")
+        return GuestFileError(fault, errno=FAULT_ERRNO.get(fault, errno.EIO), fault=fault)
 
     def _p(self, vm: str, path: str) -> Path:
         return self.root / vm / path.lstrip("/")
@@ -120,11 +161,12 @@ class LocalGuest(GuestFiles):
 
     async def open_read(self, vm, creds, path):
         self._enter("open_read", vm)
+        get_fault = self._take_fault("guestFile.GET")
         p = self._p(vm, path)
         if p.is_dir():
             raise GuestFileError("not a file", errno=errno.EISDIR, path=path)
         try:
-            return LocalTransfer(p, self.chunk, self.delay)
+            return LocalTransfer(p, self.chunk, self.delay, get_fault)
         except OSError as e:
             raise _err(e, path) from None
 
@@ -137,11 +179,13 @@ class LocalGuest(GuestFiles):
             raise GuestFileError("is a directory", errno=errno.EISDIR, path=path)
         if not p.parent.is_dir():
             raise GuestFileError("no parent", errno=errno.ENOENT, path=path)
-        with open(source, "rb") as src:
-            data = src.read()
-        assert len(data) == size, (len(data), size)
         tmp = p.with_name(p.name + ".upload-tmp")
-        tmp.write_bytes(data)
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        got = tmp.stat().st_size
+        if got != size:
+            tmp.unlink()
+            raise TransferError(f"PUT of {size} bytes got {got}")
         os.replace(tmp, p)
         os.chmod(p, attrs.permissions if attrs and attrs.permissions is not None else 0o644)
 

@@ -48,7 +48,8 @@ class GuestMount:
     def stats(self) -> dict:
         """Guest calls since the last reset_stats()."""
         if self.sim is not None:
-            return self.sim.stats()
+            stats = self.sim.stats()
+            return stats.get("calls", stats) if isinstance(stats, dict) else stats
         now = json.loads(self.stats_path.read_text()) if self.stats_path.exists() else {}
         base = self._baseline or {}
         return {k: v - base.get(k, 0) for k, v in now.items() if v - base.get(k, 0)}
@@ -59,6 +60,31 @@ class GuestMount:
         else:
             self._baseline = None
             self._baseline = self.stats()
+
+    def fault(self, operation: str, fault: str, times: int = 1) -> None:
+        """The next `times` calls of `operation` (a VI method name, or guestFile.GET/PUT) fail with `fault`."""
+        if self.sim is not None:
+            self.sim.fault(operation, fault, times, VM)
+        else:
+            self._control("faults", {**self._control_get().get("faults", {}), operation: [fault, times]})
+
+    def power(self, state: str) -> None:
+        if self.sim is not None:
+            self.sim.power(VM, state)
+        else:
+            self._control("off", [] if state == "poweredOn" else [VM])
+
+    def _control_get(self) -> dict:
+        path = self.log_path.parent / "control.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _control(self, key: str, value) -> None:
+        path = self.log_path.parent / "control.json"
+        control = self._control_get()
+        control[key] = value
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(control))
+        os.replace(tmp, path)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -115,7 +141,8 @@ def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_
             sim = None
             argv = [sys.executable, "-m", "tests.helpers.mountfs", str(root), str(mp), "--api", api,
                     "--spool", str(spool), "--recovered", str(recovered), "--attr-ttl", str(attr_ttl),
-                    "--dir-ttl", str(dir_ttl), "--stats", str(tmp / "stats.json")]
+                    "--dir-ttl", str(dir_ttl), "--stats", str(tmp / "stats.json"),
+                    "--control", str(tmp / "control.json")]
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
         proc = stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
         yield GuestMount(mp, root, api, log_path, sim, proc, None if sim else tmp / "stats.json")
@@ -140,12 +167,13 @@ def _main() -> None:
     p.add_argument("--dir-ttl", type=float, default=5.0)
     p.add_argument("--debug", action="store_true")
     p.add_argument("--stats")
+    p.add_argument("--control")
     a = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if a.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = MountSettings(spool_dir=Path(a.spool), recovery_dir=Path(a.recovered), attr_ttl=a.attr_ttl,
                              dir_ttl=a.dir_ttl, vm_list_ttl=2.0)
-    guest = LocalGuest(a.root, dialect=a.api, stats_path=a.stats)
+    guest = LocalGuest(a.root, dialect=a.api, stats_path=a.stats, control_path=a.control)
     run_mount(a.mountpoint, lambda: guest, lambda vm: GuestCredentials("root", "vmware"), settings)
 
 
