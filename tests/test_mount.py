@@ -561,3 +561,58 @@ def test_200_mib_in_and_out_with_flat_memory(gm, work, tmp_path):
     status = Path(f"/proc/{gm.proc.pid}/status").read_text()
     hwm_kib = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
     assert hwm_kib < 150 * 1024, f"mount's peak RSS {hwm_kib} KiB"
+
+
+# --- randomized model test -------------------------------------------------------------------------------------
+MODEL_SECONDS = 8.0  # per dialect
+
+
+def test_random_operations_match_a_local_model(gm, work, tmp_path):
+    """Random writes, reads, truncates and reopens on one file through the mount and on a local model file; reads
+    and the guest's copy after each close must match the model."""
+    import random
+
+    mnt, guest = work
+    seed = int(os.environ.get("GUESTFS_MODEL_SEED", "20261123"))
+    rng = random.Random(seed)
+    model_path = tmp_path / "model"
+    model_path.write_bytes(b"")
+    (guest / "f").write_bytes(b"")
+    steps = []
+
+    def check(cond, what):
+        assert cond, f"seed {seed}: {what} after steps {steps[-12:]}"
+
+    deadline = time.monotonic() + MODEL_SECONDS
+    while time.monotonic() < deadline:
+        flags = rng.choice([os.O_RDWR, os.O_RDWR | os.O_TRUNC, os.O_RDWR | os.O_APPEND])
+        fd, md = os.open(mnt / "f", flags), os.open(model_path, flags)
+        steps.append(("open", flags))
+        try:
+            for _ in range(rng.randint(1, 25)):
+                size = os.fstat(md).st_size
+                op = rng.choice(["write", "write", "read", "read", "truncate", "seek-read", "stat"])
+                if op == "write":
+                    off = rng.randint(0, size + 5000)
+                    data = rng.randbytes(rng.choice([1, 17, 4096, 70_000, 300_000]))
+                    steps.append(("write", off, len(data)))
+                    assert os.pwrite(fd, data, off) == os.pwrite(md, data, off) == len(data)
+                elif op in ("read", "seek-read"):
+                    off = rng.randint(0, size + 10)
+                    n = rng.choice([1, 100, 4096, 200_000])
+                    steps.append(("read", off, n))
+                    check(os.pread(fd, n, off) == os.pread(md, n, off), f"read {off}+{n}")
+                elif op == "truncate":
+                    new = rng.randint(0, size + 100_000)
+                    steps.append(("truncate", new))
+                    os.ftruncate(fd, new)
+                    os.ftruncate(md, new)
+                else:
+                    steps.append(("stat",))
+                    check(os.fstat(fd).st_size == os.fstat(md).st_size, "size")
+        finally:
+            os.close(fd)
+            os.close(md)
+        steps.append(("close",))
+        check(sha256(guest / "f") == sha256(model_path), "guest copy after close")
+        check(os.stat(mnt / "f").st_size == model_path.stat().st_size, "size after close")

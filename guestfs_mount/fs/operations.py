@@ -113,7 +113,9 @@ class GuestOperations(pyfuse3.Operations):
         except VSphereError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
                 self.cache.put(path, None)
-            raise
+            if isinstance(e, VMUnavailableError):
+                self.vms.invalidate()
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None  # callers test for ENOENT
         info = dataclasses.replace(info, name=name)
         self.cache.put(path, info)
         return info
