@@ -56,6 +56,9 @@ class InodeTable:
     def path(self, inode: int) -> str:
         return self._by_inode[inode].path
 
+    def find_inode(self, inode: int) -> Node | None:
+        return self._by_inode.get(inode)
+
     def find(self, path: str) -> Node | None:
         return self._by_path.get(path)
 

@@ -62,7 +62,8 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
                 await ops.flush_all()
             if mounted:
                 pyfuse3.close(unmount=True)
-            log.info("unmounted %s", mountpoint)
+            log.info("unmounted %s (largest write %d bytes, largest read %d)", mountpoint, ops.largest_write,
+                     ops.largest_read)
 
 
 async def _stop_on_signal(ops: GuestOperations, nursery: trio.Nursery) -> None:

@@ -84,6 +84,7 @@ class GuestOperations(pyfuse3.Operations):
         self.ttl = settings.attr_ttl
         self.nursery: trio.Nursery | None = None  # set by mount.py; owns downloads
         self._open_sig: dict[int, tuple[int, float | None]] = {}  # inode -> (size, mtime) at its last open
+        self.largest_write = self.largest_read = 0  # logged at unmount: what the kernel really sends
 
     # ------------------------------------------------------------------------------------------------
     # records
@@ -175,7 +176,7 @@ class GuestOperations(pyfuse3.Operations):
         # files created here and not uploaded yet
         names = set(listing)
         for of in self.handles.files.values():
-            node = self.inodes._by_inode.get(of.inode)
+            node = self.inodes.find_inode(of.inode)
             if node and not node.unlinked and not of.on_guest and split(node.path)[0] == path:
                 name = split(node.path)[1]
                 if name not in names:
@@ -195,12 +196,14 @@ class GuestOperations(pyfuse3.Operations):
     async def forget(self, inode_list):
         for inode, n in inode_list:
             self.inodes.forget(inode, n)
+            if self.inodes.find_inode(inode) is None:
+                self._open_sig.pop(inode, None)
 
     @_fuse_errors
     async def getattr(self, inode, ctx=None):
         node = self.inodes.node(inode)
         of = self.handles.files.get(inode)
-        if node.unlinked:
+        if node.unlinked or (of is not None and not of.on_guest):
             if of is None or of.info is None and of.on_guest:
                 raise pyfuse3.FUSEError(errno.ENOENT)
             return self._attrs(inode, of.info or self._created_record(split(node.path)[1], of))
@@ -208,9 +211,17 @@ class GuestOperations(pyfuse3.Operations):
 
     @_fuse_errors
     async def setattr(self, inode, attr, fields, fh, ctx):
-        path = self._path(inode)
+        node = self.inodes.node(inode)
+        path = node.path
         self._guest_level(path)
-        info = await self._record(path, complete=True)
+        of = self.handles.files.get(inode)
+        if node.unlinked or (of is not None and not of.on_guest):
+            # only our spool knows this file (created and not uploaded yet, or unlinked while open)
+            if of is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            info = of.info or self._created_record(split(path)[1], of)
+        else:
+            info = await self._record(path, complete=True)
         if fields.update_size:
             if info.type is FileType.DIRECTORY:
                 raise pyfuse3.FUSEError(errno.EISDIR)
@@ -235,7 +246,7 @@ class GuestOperations(pyfuse3.Operations):
                 of.gid = changes.get("gid", of.gid)
                 of.atime = changes.get("atime", of.atime)
                 of.user_mtime = changes.get("mtime", of.user_mtime)
-            if of is None or (of.on_guest and not of.dirty):
+            if (of is None or (of.on_guest and not of.dirty)) and not node.unlinked:
                 target = await self.vms.target(path)
                 await self.client.set_attributes(target.vm.id, target.creds, target.guest_path,
                                                  FileAttributes(**changes))
@@ -545,6 +556,7 @@ class GuestOperations(pyfuse3.Operations):
         if not of.spool.complete:
             self._start_download(of)
             await of.spool.wait_for(off + size)
+        self.largest_read = max(self.largest_read, size)
         return of.spool.read(off, size)
 
     @_fuse_errors
@@ -557,6 +569,7 @@ class GuestOperations(pyfuse3.Operations):
                 off = of.spool.size()
             n = of.spool.write(off, buf)
             self._changed(of)
+        self.largest_write = max(self.largest_write, n)
         return n
 
     async def _truncate(self, inode: int, path: str, info: GuestFileInfo, size: int) -> None:
@@ -624,7 +637,7 @@ class GuestOperations(pyfuse3.Operations):
         """Upload a dirty file to its current path (renames move the pending upload), then re-apply its mode,
         owner and times. On failure the spool is copied to the recovery dir and the errno raised."""
         async with of.lock:
-            node = self.inodes._by_inode.get(of.inode)
+            node = self.inodes.find_inode(of.inode)
             if not of.dirty or node is None or node.unlinked:
                 of.dirty = False
                 return
