@@ -47,7 +47,6 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
     async with open_client() as client:
         ops = GuestOperations(client, credentials, settings)
         pyfuse3.init(ops, mountpoint, fuse_options(settings))
-        mounted = True
         try:
             log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
             if ready is not None:
@@ -60,8 +59,8 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
         finally:
             with trio.CancelScope(shield=True):
                 await ops.flush_all()
-            if mounted:
-                pyfuse3.close(unmount=True)
+            ops.close_spools()
+            pyfuse3.close(unmount=True)
             log.info("unmounted %s (largest write %d bytes, largest read %d)", mountpoint, ops.largest_write,
                      ops.largest_read)
 

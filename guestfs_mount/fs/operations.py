@@ -692,6 +692,12 @@ class GuestOperations(pyfuse3.Operations):
         except OSError as e:
             log.error("upload of %s failed (%s) and its content could not be kept: %s", path, error, e)
 
+    def close_spools(self) -> None:
+        """At shutdown: delete the spool files of handles the kernel will never release."""
+        for of in list(self.handles.files.values()):
+            of.spool.close()
+        self.handles.files.clear()
+
     async def flush_all(self) -> None:
         """Upload every dirty file (at unmount and on SIGTERM)."""
         for of in self.handles.dirty_files():
