@@ -416,14 +416,21 @@ def test_own_writes_visible_at_once(gm, work):
     assert "g" not in os.listdir(mnt)
 
 
-def test_changes_on_guest_show_after_ttl(gm, work):
+def test_changes_on_guest_show_after_ttl_and_own_mtimes_stay(gm, work):
     mnt, guest = work
     (guest / "f").write_text("v1")
     assert (mnt / "f").read_text() == "v1"
     (guest / "f").write_text("version 2")
     os.utime(guest / "f", (time.time() + 5, time.time() + 5))
-    time.sleep(5.5)
+    (mnt / "written").write_text("by us")
+    (mnt / "touched").write_text("by us")
+    os.utime(mnt / "touched", ns=(1_300_000_000_123_456_789, 1_300_000_000_123_456_789))
+    before = {n: os.stat(mnt / n).st_mtime_ns for n in ("written", "touched")}
+    time.sleep(5.5)  # past every TTL of the test config: now the guest's records show
     assert (mnt / "f").read_text() == "version 2"  # no stale page cache (keep_cache only when unchanged)
+    after = {n: os.stat(mnt / n).st_mtime_ns for n in ("written", "touched")}
+    assert after == before  # the mtime we showed is the one the guest keeps
+    assert int(os.stat(guest / "touched").st_mtime) == 1_300_000_000
 
 
 # --- transfers and their failures ---------------------------------------------------------------------------
