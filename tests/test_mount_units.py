@@ -201,3 +201,46 @@ async def test_create_write_flush_upload_and_errors_map(tmp_path, guest_root):
         with pytest.raises(pyfuse3.FUSEError) as e:
             await ops.lookup(vm, b"other")
         assert e.value.errno == errno.EIO  # unexpected errors become EIO, never escape
+
+
+# --- VMs and guest paths -----------------------------------------------------------------------------------
+class _Inventory:
+    def __init__(self, vms):
+        self.vms = vms
+        self.calls = 0
+
+    async def list_vms(self):
+        self.calls += 1
+        return self.vms
+
+
+async def test_guest_paths_linux_windows_and_unavailable_vms(tmp_path):
+    from guestfs_mount.fs.vms import VMDirectory
+    from guestfs_mount.vsphere.model import VMInfo
+
+    inv = _Inventory([
+        VMInfo("vm-1", "lin", "poweredOn", "linuxGuest", True),
+        VMInfo("vm-2", "win", "poweredOn", "windowsGuest", True),
+        VMInfo("vm-3", "off", "poweredOff", "linuxGuest", False),
+        VMInfo("vm-4", "nocreds", "poweredOn", "linuxGuest", True),
+        VMInfo("vm-5", "hidden", "poweredOn", "linuxGuest", True),
+    ])
+    settings = MountSettings(spool_dir=tmp_path, recovery_dir=tmp_path, windows_drives=("C:", "D:"),
+                             only_vms=("lin", "win", "off", "nocreds"))
+    creds = GuestCredentials("root", "vmware")
+    d = VMDirectory(inv, lambda name: None if name == "nocreds" else creds, settings)
+    assert sorted(await d.vms()) == ["lin", "nocreds", "off", "win"]
+    t = await d.target("lin/etc/hosts")
+    assert (t.vm.id, t.guest_path, t.creds) == ("vm-1", "/etc/hosts", creds)
+    assert (await d.target("lin/")).guest_path == "/"
+    assert (await d.target("win/C:/Windows/win.ini")).guest_path == "C:\\Windows\\win.ini"
+    assert (await d.target("win/D:")).guest_path == "D:\\"
+    assert await d.is_drive("win/C:") and not await d.is_drive("lin/C:")
+    for path, err in [("win/E:/x", errno.ENOENT), ("off/x", errno.EHOSTDOWN), ("nocreds/x", errno.EACCES),
+                      ("hidden/x", errno.ENOENT), ("absent/x", errno.ENOENT)]:
+        with pytest.raises(pyfuse3.FUSEError) as e:
+            await d.target(path)
+        assert e.value.errno == err, path
+    calls = inv.calls
+    await d.target("lin/x")
+    assert inv.calls == calls  # the VM list is cached
