@@ -25,3 +25,26 @@ def test_sigterm_uploads_dirty_files_then_unmounts(tmp_path):
         assert not is_mounted(m.mp)
         assert m.proc.returncode == 0, m.log()[-2000:]
     assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_a_slow_guest_does_not_block_other_vms(tmp_path):
+    import json
+    import subprocess
+    import time
+
+    def setup(vm1):
+        (vm1.parent / "slowvm").mkdir()
+        (vm1 / "f").write_text("fast")
+
+    with mounted_guestfs(tmp_path, setup=setup, force_local=True) as m:
+        (tmp_path / "control.json").write_text(json.dumps({"slow": {"slowvm": 4}}))
+        slow = subprocess.Popen(["ls", str(m.mp / "slowvm")], stdout=subprocess.PIPE)
+        try:
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            assert os.listdir(m.vm) == ["f"] and (m.vm / "f").read_text() == "fast"
+            assert time.monotonic() - t0 < 2
+            assert slow.poll() is None  # still waiting for its guest
+        finally:
+            slow.wait(timeout=30)
+        assert slow.returncode == 0

@@ -39,6 +39,9 @@ def _fuse_errors(handler):
 
     @functools.wraps(handler)
     async def wrapper(self, *args, **kwargs):
+        if log.isEnabledFor(logging.DEBUG):  # --debug: every request, as the kernel sent it
+            log.debug("%s%r", handler.__name__, tuple(a for a in args if not isinstance(a, (bytes, memoryview))
+                                                      or len(a) < 256))
         try:
             return await handler(self, *args, **kwargs)
         except pyfuse3.FUSEError:

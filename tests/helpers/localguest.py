@@ -2,7 +2,7 @@
 
 `dialect="rest"` makes listings as thin as REST's (name, type, size only). Calls are counted under the VI method
 names the simulator uses (`ListFilesInGuest`, `guestFile.GET`, ...), into `stats_path` when given; a JSON control
-file (`control_path`: {"faults": {op: [fault, times]}, "off": [vm...]}) injects faults and powers VMs off from
+file (`control_path`: {"faults": {op: [fault, times]}, "off": [vm...], "slow": {vm: seconds}}) injects faults and powers VMs off from
 the test process. Not the simulator: no sessions, no transfer URLs; just the semantics of guest file operations.
 """
 
@@ -138,8 +138,12 @@ class LocalGuest(GuestFiles):
                        guest_family="linuxGuest", tools_ready=d.name not in self.powered_off)
                 for d in sorted(self.root.iterdir()) if d.is_dir()]
 
+    async def _slow(self, vm) -> None:
+        await trio.sleep(getattr(self, "_control", {}).get("slow", {}).get(vm, 0))
+
     async def list_dir(self, vm, creds, path):
         self._enter("list_dir", vm)
+        await self._slow(vm)
         p = self._p(vm, path)
         try:
             names = sorted(os.listdir(p))
@@ -153,6 +157,7 @@ class LocalGuest(GuestFiles):
 
     async def stat(self, vm, creds, path):
         self._enter("stat", vm)
+        await self._slow(vm)
         p = self._p(vm, path)
         try:
             return _info(p, p.name, False)
