@@ -71,6 +71,7 @@ def test_ls_stat_cat(gm, work):
     out = run("ls", "-la", mnt).stdout
     assert re.search(r"-rw-r----- +1 .* 6 .* a\.txt", out), out
     assert re.search(r"drwx.* sub", out), out
+    assert re.search(r"^d.* \.$", out, re.M) and re.search(r"^d.* \.\.$", out, re.M), out
     st = os.stat(mnt / "a.txt")
     assert (st.st_size, stat.S_IMODE(st.st_mode), int(st.st_mtime), st.st_nlink) == (6, 0o640, 1_600_000_000, 1)
     assert os.stat(mnt / "sub").st_nlink >= 2

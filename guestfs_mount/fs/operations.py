@@ -294,11 +294,18 @@ class GuestOperations(pyfuse3.Operations):
     @_fuse_errors
     async def readdir(self, fh, start_id, token):
         dh = self.handles.get(fh)
-        if dh.entries is None or start_id == 0:
-            dh.entries = await self._listing(self._path(dh.inode))
         base = self._path(dh.inode)
+        if dh.entries is None or start_id == 0:
+            dots = [(".", directory(".")), ("..", directory(".."))]
+            dh.entries = dots + await self._listing(base)
         for i in range(start_id, len(dh.entries)):
             name, info = dh.entries[i]
+            if name in (".", ".."):
+                # the kernel takes no lookup for these, so neither do we
+                inode = dh.inode if name == "." or not base else self.inodes.inode_for(split(base)[0])
+                if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(inode, info), i + 1):
+                    break
+                continue
             inode = self.inodes.inode_for(join(base, name))
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attrs(inode, info), i + 1):
                 self.inodes.drop_unreferenced(inode)
