@@ -110,6 +110,27 @@ def test_ls_costs_the_listing_not_a_call_per_file(gm, work):
         assert n <= 5, gm.stats()
 
 
+def test_forget_frees_inodes_and_lookups_stay_honest(gm, work):
+    mnt, guest = work
+    for i in range(300):
+        (guest / f"f{i}").write_text(str(i))
+
+    def used():
+        s = os.statvfs(mnt)
+        return s.f_files - s.f_ffree
+
+    before = used()
+    run("ls", "-l", mnt)
+    assert used() >= before + 300
+    subprocess.run(["sh", "-c", "sync; echo 2 > /proc/sys/vm/drop_caches"], timeout=30, check=True)
+    deadline = time.monotonic() + 10
+    while used() > before + 50 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert used() <= before + 50, (before, used())
+    assert (mnt / "f7").read_text() == "7"  # evicted inodes come back under new lookups
+    assert len(os.listdir(mnt)) == 300
+
+
 def test_unicode_and_spaces(gm, work):
     mnt, guest = work
     names = ["with space.txt", "ünïcödé €.txt", "日本語", "a'b\"c"]

@@ -269,7 +269,7 @@ class GuestOperations(pyfuse3.Operations):
         s.f_blocks = 1 << 32  # 16 TiB: the guest's real free space is not known; programs only need room
         s.f_bfree = s.f_bavail = 1 << 31
         s.f_files = 1 << 24
-        s.f_ffree = s.f_favail = 1 << 23
+        s.f_ffree = s.f_favail = s.f_files - len(self.inodes)  # "used" = inodes the kernel holds
         s.f_namemax = 255
         return s
 
