@@ -281,12 +281,8 @@ class GuestOperations(pyfuse3.Operations):
         info = await self._record(path)
         if info.type is not FileType.DIRECTORY:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        if "/" in path and not await self.vms.is_drive(path):
-            await self.vms.target(path)  # EHOSTDOWN / EACCES now rather than at readdir
-        elif path:
-            vm = await self.vms.vm(path)
-            if not self.vms.drives(vm):
-                await self.vms.target(path)
+        if path:
+            await self.vms.usable(path.partition("/")[0])  # EHOSTDOWN / EACCES now rather than at readdir
         fh = self.handles.new_fh()
         self.handles.add(DirHandle(fh, inode, path))
         return fh

@@ -72,15 +72,20 @@ class VMDirectory:
     def drives(self, vm: VMInfo) -> list[str]:
         return list(self.settings.windows_drives) if vm.is_windows else []
 
-    async def target(self, path: str) -> Target:
-        """The VM, guest login and guest path of a mount path at or below a VM's directory."""
-        name, _, rest = path.partition("/")
+    async def usable(self, name: str) -> tuple[VMInfo, GuestCredentials]:
+        """A VM whose files can be reached, and the guest login for it: else EHOSTDOWN, EACCES or ENOENT."""
         vm = await self.vm(name)
         if not self.available(vm):
             raise pyfuse3.FUSEError(errno.EHOSTDOWN)
         creds = self.credentials(vm.name)
         if creds is None:
             raise pyfuse3.FUSEError(errno.EACCES)
+        return vm, creds
+
+    async def target(self, path: str) -> Target:
+        """The VM, guest login and guest path of a mount path at or below a VM's directory."""
+        name, _, rest = path.partition("/")
+        vm, creds = await self.usable(name)
         if vm.is_windows:
             drive, _, below = rest.partition("/")
             if drive not in self.settings.windows_drives:
