@@ -385,7 +385,7 @@ class GuestOperations(pyfuse3.Operations):
             return
         if old.partition("/")[0] != new.partition("/")[0]:
             raise pyfuse3.FUSEError(errno.EXDEV)
-        info = await self._record(old, complete=True)
+        info = await self._record(old)
         try:
             dst = await self._record(new)
         except pyfuse3.FUSEError as e:
@@ -408,7 +408,7 @@ class GuestOperations(pyfuse3.Operations):
                 await self.client.move_dir(vm, creds, src_t.guest_path, dst_t.guest_path)
             except VSphereError:
                 self.cache.forget(old)
-                self.cache.remove_tree(new) if dst is not None else self.cache.forget(new)
+                self.cache.forget(new)
                 raise
         else:
             if dst is not None and dst.type is FileType.DIRECTORY:
