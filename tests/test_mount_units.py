@@ -244,3 +244,29 @@ async def test_guest_paths_linux_windows_and_unavailable_vms(tmp_path):
     calls = inv.calls
     await d.target("lin/x")
     assert inv.calls == calls  # the VM list is cached
+
+
+async def test_concurrent_listings_of_one_directory_share_one_call(tmp_path, guest_root):
+    for i in range(10):
+        (guest_root / "vm1" / f"f{i}").touch()
+    guest = LocalGuest(guest_root)
+    ops = make_ops(tmp_path, guest)
+    orig = guest.list_dir
+
+    async def slow_list(*a):
+        await trio.sleep(0.2)
+        async for e in orig(*a):
+            yield e
+
+    guest.list_dir = slow_list
+    results = []
+    async with trio.open_nursery() as nursery:
+        ops.nursery = nursery
+        for _ in range(5):
+            nursery.start_soon(lambda: _append(results, ops._listing("vm1")))
+    assert [len(r) for r in results] == [10] * 5
+    assert guest.calls["ListFilesInGuest"] == 1
+
+
+async def _append(results, coro):
+    results.append(await coro)

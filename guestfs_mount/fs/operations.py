@@ -87,6 +87,7 @@ class GuestOperations(pyfuse3.Operations):
         self.ttl = settings.attr_ttl
         self.nursery: trio.Nursery | None = None  # set by mount.py; owns downloads
         self._open_sig: dict[int, tuple[int, float | None]] = {}  # inode -> (size, mtime) at its last open
+        self._listing_now: dict[str, trio.Event] = {}  # directories whose listing is being fetched
         self.largest_write = self.largest_read = 0  # logged at unmount: what the kernel really sends
 
     # ------------------------------------------------------------------------------------------------
@@ -166,10 +167,18 @@ class GuestOperations(pyfuse3.Operations):
             if drives:
                 return [(d, directory(d)) for d in drives]
         listing = self.cache.listing(path)
+        if listing is None and path in self._listing_now:
+            await self._listing_now[path].wait()  # one listing call for concurrent readers of a directory
+            listing = self.cache.listing(path)
         if listing is None:
-            target = await self.vms.target(path)
-            entries = [e async for e in self.client.list_dir(target.vm.id, target.creds, target.guest_path)]
-            listing = self.cache.put_listing(path, entries)
+            done = self._listing_now[path] = trio.Event()
+            try:
+                target = await self.vms.target(path)
+                entries = [e async for e in self.client.list_dir(target.vm.id, target.creds, target.guest_path)]
+                listing = self.cache.put_listing(path, entries)
+            finally:
+                del self._listing_now[path]
+                done.set()
         result = []
         for name, entry in listing.items():
             known, info = self.cache.lookup(join(path, name))  # our own newer record wins
