@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import functools
 import logging
+import math
 import os
 import shutil
 import time
@@ -62,6 +63,12 @@ def _fuse_errors(handler):
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
+
+
+def guest_time(t: float) -> float:
+    """Times as the guest keeps them (guest operations carry whole seconds), so what we show before the guest's
+    own records arrive is what they will say."""
+    return float(math.floor(t))
 
 
 def _name(raw: bytes) -> str:
@@ -246,9 +253,9 @@ class GuestOperations(pyfuse3.Operations):
         if fields.update_gid:
             changes["gid"] = attr.st_gid
         if fields.update_atime:
-            changes["atime"] = attr.st_atime_ns / 1e9
+            changes["atime"] = guest_time(attr.st_atime_ns / 1e9)
         if fields.update_mtime:
-            changes["mtime"] = attr.st_mtime_ns / 1e9
+            changes["mtime"] = guest_time(attr.st_mtime_ns / 1e9)
         if changes:
             of = self.handles.files.get(inode)
             if of is not None:
@@ -333,7 +340,7 @@ class GuestOperations(pyfuse3.Operations):
         if perms != 0o700:  # the guest agent makes 0700
             await self.client.set_attributes(target.vm.id, target.creds, target.guest_path,
                                              FileAttributes(permissions=perms))
-        now = time.time()
+        now = guest_time(time.time())
         info = GuestFileInfo(name=split(path)[1], type=FileType.DIRECTORY, permissions=perms, mtime=now, atime=now)
         self.cache.put(path, info)
         self.cache.put_listing(path, [])
@@ -541,7 +548,7 @@ class GuestOperations(pyfuse3.Operations):
 
     def _changed(self, of: OpenFile) -> None:
         of.dirty = True
-        of.mtime = time.time()
+        of.mtime = guest_time(time.time())
         of.user_mtime = None
 
     def _start_download(self, of: OpenFile) -> None:
@@ -658,7 +665,7 @@ class GuestOperations(pyfuse3.Operations):
                 return
             path = node.path
             size = of.spool.size()
-            mtime = of.user_mtime if of.user_mtime is not None else of.mtime or time.time()
+            mtime = of.user_mtime if of.user_mtime is not None else of.mtime or guest_time(time.time())
             atime = of.atime if of.atime is not None else mtime
             base = of.info
             perms = of.mode if of.mode is not None else (base.permissions if base and base.permissions is not None
