@@ -48,3 +48,21 @@ def test_a_slow_guest_does_not_block_other_vms(tmp_path):
         finally:
             slow.wait(timeout=30)
         assert slow.returncode == 0
+
+
+def test_read_only_mount(tmp_path):
+    import errno
+
+    import pytest
+
+    def setup(vm1):
+        (vm1 / "f").write_text("content")
+
+    with mounted_guestfs(tmp_path, setup=setup, extra_args=("--read-only",)) as m:
+        assert (m.vm / "f").read_text() == "content"
+        for fn, args in [(open, (m.vm / "f", "w")), (os.mkdir, (m.vm / "d",)), (os.unlink, (m.vm / "f",)),
+                         (os.chmod, (m.vm / "f", 0o600))]:
+            with pytest.raises(OSError) as e:
+                fn(*args)
+            assert e.value.errno == errno.EROFS, fn
+        assert (m.guest / "f").read_text() == "content"

@@ -123,7 +123,8 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, a
 
 @contextlib.contextmanager
 def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_ttl: float = 5.0,
-                    setup: Callable[[Path], None] | None = None, force_local: bool = False) -> Iterator[GuestMount]:
+                    setup: Callable[[Path], None] | None = None, force_local: bool = False,
+                    extra_args: tuple[str, ...] = ()) -> Iterator[GuestMount]:
     root, mp = tmp / "vms", tmp / "mnt"
     (root / VM).mkdir(parents=True, exist_ok=True)
     if setup is not None:
@@ -136,13 +137,13 @@ def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_
             sim = stack.enter_context(running_simulator(root, log_path=tmp / "sim.log"))
             cfg = tmp / "config.toml"
             write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl)
-            argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground"]
+            argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground", *extra_args]
         else:
             sim = None
             argv = [sys.executable, "-m", "tests.helpers.mountfs", str(root), str(mp), "--api", api,
                     "--spool", str(spool), "--recovered", str(recovered), "--attr-ttl", str(attr_ttl),
                     "--dir-ttl", str(dir_ttl), "--stats", str(tmp / "stats.json"),
-                    "--control", str(tmp / "control.json")]
+                    "--control", str(tmp / "control.json"), *extra_args]
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
         proc = stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
         yield GuestMount(mp, root, api, log_path, sim, proc, None if sim else tmp / "stats.json")
@@ -168,11 +169,12 @@ def _main() -> None:
     p.add_argument("--debug", action="store_true")
     p.add_argument("--stats")
     p.add_argument("--control")
+    p.add_argument("--read-only", action="store_true")
     a = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if a.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = MountSettings(spool_dir=Path(a.spool), recovery_dir=Path(a.recovered), attr_ttl=a.attr_ttl,
-                             dir_ttl=a.dir_ttl, vm_list_ttl=2.0)
+                             dir_ttl=a.dir_ttl, vm_list_ttl=2.0, read_only=a.read_only)
     guest = LocalGuest(a.root, dialect=a.api, stats_path=a.stats, control_path=a.control)
     run_mount(a.mountpoint, lambda: guest, lambda vm: GuestCredentials("root", "vmware"), settings)
 
