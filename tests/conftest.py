@@ -23,3 +23,15 @@ def pytest_collection_modifyitems(config, items):
 def python_exe():
     """The interpreter running the tests; child processes use it so they see the same installed packages."""
     return sys.executable
+
+
+@pytest.fixture
+def sim(tmp_path):
+    """A running vCenter simulator with two VMs, `alpha` and `beta` (log in tmp_path/sim.log)."""
+    from tests.helpers.simulator import running_simulator
+
+    root = tmp_path / "vms"
+    for name in ("alpha", "beta"):
+        (root / name).mkdir(parents=True)
+    with running_simulator(root, log_path=tmp_path / "sim.log") as simulator:
+        yield simulator

@@ -1,0 +1,516 @@
+"""The VI/JSON dialect: `/sdk/vim25/{release}/{MoType}/{moId}/{method|property}`.
+
+POST invokes a method, GET reads a top-level property. Faults are HTTP 500 with the fault object (API.md §1.3).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from urllib.parse import unquote, urlsplit
+
+from .faults import SimFault
+from .guestfs import Attributes, FileInfo
+from .inventory import HOST_ID, VM
+from .state import Simulator, iso, parse_iso
+
+MIN_RELEASE = (8, 0, 1, 0)
+SESSION_HEADER = "vmware-api-session-id"
+FILE_MANAGER = "guestOperationsFileManager"
+ROOT_FOLDER, DATACENTER, VM_FOLDER = "group-d1", "datacenter-2", "group-v3"
+DATACENTER_NAME = "Datacenter"
+
+_views_lock = threading.Lock()
+_views: dict[str, list[str]] = {}  # ContainerView moId -> the types it shows
+_next_token = [1]
+
+
+def moref(mo_type: str, value: str) -> dict:
+    return {"_typeName": "ManagedObjectReference", "type": mo_type, "value": value}
+
+
+def box(type_name: str, value) -> dict:
+    return {"_typeName": type_name, "_value": value}
+
+
+def service_content(sim: Simulator) -> dict:
+    return {
+        "_typeName": "ServiceContent",
+        "rootFolder": moref("Folder", ROOT_FOLDER),
+        "propertyCollector": moref("PropertyCollector", "propertyCollector"),
+        "viewManager": moref("ViewManager", "ViewManager"),
+        "sessionManager": moref("SessionManager", "SessionManager"),
+        "searchIndex": moref("SearchIndex", "SearchIndex"),
+        "guestOperationsManager": moref("GuestOperationsManager", "guestOperationsManager"),
+        "about": {
+            "_typeName": "AboutInfo",
+            "name": "VMware vCenter Server",
+            "fullName": "VMware vCenter Server 8.0.3 build-0 (guestfs-sim)",
+            "vendor": "VMware, Inc.",
+            "version": "8.0.3",
+            "build": "0",
+            "apiType": "VirtualCenter",
+            "apiVersion": "8.0.3.0",
+            "instanceUuid": "00000000-0000-0000-0000-000000000001",
+        },
+    }
+
+
+def user_session(s) -> dict:
+    return {
+        "_typeName": "UserSession",
+        "key": s.key,
+        "userName": s.user,
+        "fullName": s.user,
+        "loginTime": iso(s.created),
+        "lastActiveTime": iso(s.last_active),
+        "locale": "en",
+        "messageLocale": "en",
+        "extensionSession": False,
+        "ipAddress": "127.0.0.1",
+        "userAgent": "",
+        "callCount": 0,
+    }
+
+
+def vi_attributes(info: FileInfo, windows: bool) -> dict:
+    if windows:
+        return {
+            "_typeName": "GuestWindowsFileAttributes",
+            "modificationTime": iso(info.mtime),
+            "accessTime": iso(info.atime),
+            "createTime": iso(info.ctime),
+            "hidden": info.name.rsplit("\\", 1)[-1].startswith("."),
+            "readOnly": not info.mode & 0o200,
+        }
+    attrs = {
+        "_typeName": "GuestPosixFileAttributes",
+        "modificationTime": iso(info.mtime),
+        "accessTime": iso(info.atime),
+        "ownerId": info.uid,
+        "groupId": info.gid,
+        "permissions": info.mode,  # reported in st_mode form
+    }
+    if info.symlink_target is not None:
+        attrs["symlinkTarget"] = info.symlink_target
+    return attrs
+
+
+def parse_vi_attributes(fa: dict | None, windows: bool) -> Attributes:
+    """GuestFileAttributes from a request; POSIX attributes on a Windows guest (or back) are InvalidArgument."""
+    fa = fa or {}
+    kind = fa.get("_typeName", "GuestFileAttributes")
+    if (kind == "GuestPosixFileAttributes" and windows) or (kind == "GuestWindowsFileAttributes" and not windows):
+        raise SimFault("InvalidArgument", f"{kind} does not fit this guest", invalidProperty="fileAttributes")
+    try:
+        return Attributes(
+            mode=None if fa.get("permissions") is None else int(fa["permissions"]) & 0o7777,
+            uid=fa.get("ownerId"),
+            gid=fa.get("groupId"),
+            mtime=parse_iso(fa["modificationTime"]) if fa.get("modificationTime") else None,
+            atime=parse_iso(fa["accessTime"]) if fa.get("accessTime") else None,
+            hidden=fa.get("hidden"),
+            read_only=fa.get("readOnly"),
+        )
+    except (TypeError, ValueError) as err:
+        raise SimFault("InvalidArgument", f"bad file attributes: {err}", invalidProperty="fileAttributes") from None
+
+
+# ---------------------------------------------------------------- routing
+
+
+def handle(h, sim: Simulator) -> None:
+    parts = [unquote(p) for p in urlsplit(h.path).path.split("/")[3:]]
+    if len(parts) != 4 or not _release_ok(parts[0]):
+        h.send_json(404, {"error": "unknown release or path"})
+        return
+    _, mo_type, mo_id, name = parts
+    h.op = name
+    token = h.headers.get(SESSION_HEADER)
+    try:
+        if h.command == "GET":
+            result = _get_property(sim, mo_type, mo_id, name, token)
+            status = 200
+        elif h.command == "POST":
+            body = h.read_json()
+            if not isinstance(body, dict):
+                raise SimFault("InvalidArgument", "the request body must be an object")
+            status, result, headers = _invoke(h, sim, mo_type, mo_id, name, body, token)
+            if headers:
+                h.send_json(status, result, headers)
+                return
+        else:
+            h.send_json(405, {"error": "GET or POST only"})
+            return
+    except SimFault as fault:
+        h.send_json(500, fault.vi_body())
+        return
+    if result is None:
+        h.send_empty(204)
+    else:
+        h.send_json(status, result)
+
+
+def _release_ok(release: str) -> bool:
+    if not re.fullmatch(r"\d+\.\d+\.\d+\.\d+", release):
+        return False
+    return tuple(int(x) for x in release.split(".")) >= MIN_RELEASE
+
+
+# ---------------------------------------------------------------- properties
+
+
+def _get_property(sim: Simulator, mo_type: str, mo_id: str, name: str, token):
+    if (mo_type, name) == ("ServiceInstance", "content"):
+        sim.begin("RetrieveServiceContent")
+        return service_content(sim)
+    sim.begin(name)
+    if (mo_type, name) == ("SessionManager", "currentSession"):
+        s = sim.sessions.get(token)
+        return user_session(s) if s else None  # a dead session reads as unset (204), not as a fault
+    sim.session(token)
+    if (mo_type, name) == ("GuestOperationsManager", "fileManager"):
+        return moref("GuestFileManager", FILE_MANAGER)
+    if mo_type == "VirtualMachine":
+        vm = _vm(sim, mo_id)
+        if name == "name":
+            return vm.name
+        if name in ("runtime", "guest", "config"):
+            return _vm_property(sim, vm, name)
+    if mo_type == "HostSystem" and mo_id == HOST_ID and name == "name":
+        return _host_name(sim)
+    raise SimFault("InvalidProperty", f"no property {name} on {mo_type}:{mo_id}", name=name)
+
+
+def _vm(sim: Simulator, vm_id: str) -> VM:
+    vm = sim.inventory.by_id(vm_id)
+    if vm is None:
+        raise SimFault(
+            "ManagedObjectNotFound",
+            f"The object 'vim.VirtualMachine:{vm_id}' has already been deleted or has not been completely created",
+            obj=moref("VirtualMachine", vm_id),
+        )
+    return vm
+
+
+def _host_name(sim: Simulator) -> str:
+    host = sim.settings.transfer_host
+    return host if host != "*" else "localhost"
+
+
+_MISSING = object()
+
+
+def _vm_property(sim: Simulator, vm: VM, path: str):
+    tools = "guestToolsRunning" if vm.guest_ops_ready else "guestToolsNotRunning"
+    values = {
+        "name": box("string", vm.name),
+        "runtime.powerState": box("VirtualMachinePowerState", vm.power_state),
+        "runtime.host": moref("HostSystem", HOST_ID),
+        "runtime.connectionState": box("VirtualMachineConnectionState", "connected"),
+        "guest.guestFamily": box("string", vm.guest_family),
+        "guest.guestOperationsReady": box("boolean", vm.guest_ops_ready),
+        "guest.interactiveGuestOperationsReady": box("boolean", False),
+        "guest.toolsRunningStatus": box("string", tools),
+        "config.template": box("boolean", vm.template),
+        "config.name": box("string", vm.name),
+        "config.guestId": box("string", "windows9Server64Guest" if vm.windows else "otherLinux64Guest"),
+        "summary.runtime.powerState": box("VirtualMachinePowerState", vm.power_state),
+    }
+    if path == "runtime":
+        return {
+            "_typeName": "VirtualMachineRuntimeInfo",
+            "host": moref("HostSystem", HOST_ID),
+            "connectionState": "connected",
+            "powerState": vm.power_state,
+        }
+    if path == "guest":
+        return {
+            "_typeName": "GuestInfo",
+            "guestFamily": vm.guest_family,
+            "toolsRunningStatus": tools,
+            "guestOperationsReady": vm.guest_ops_ready,
+            "interactiveGuestOperationsReady": False,
+        }
+    if path == "config":
+        return {"_typeName": "VirtualMachineConfigInfo", "name": vm.name, "template": vm.template}
+    return values.get(path, _MISSING)
+
+
+def _host_property(sim: Simulator, path: str):
+    if path == "name":
+        return box("string", _host_name(sim))
+    pem = sim.settings.host_cert_pem
+    if path == "config.certificate" and pem:
+        # xsd:byte[] is an array of signed int8 (API.md §1.2 rule 6)
+        return box("ArrayOfByte", [b - 256 if b > 127 else b for b in pem.encode()])
+    if path == "summary.config.sslThumbprint" and sim.settings.host_thumbprint:
+        return box("string", sim.settings.host_thumbprint)
+    return _MISSING
+
+
+def _named_property(name: str, path: str):
+    return box("string", name) if path == "name" else _MISSING
+
+
+# ---------------------------------------------------------------- methods
+
+
+def _invoke(h, sim: Simulator, mo_type: str, mo_id: str, name: str, body: dict, token):
+    """Returns (status, result or None for 204, extra headers)."""
+    if name == "RetrieveServiceContent":
+        sim.begin(name)
+        return 200, service_content(sim), None
+    if name == "Login":
+        sim.begin(name)
+        if body.get("userName") != sim.settings.vc_user or body.get("password") != sim.settings.vc_password:
+            raise SimFault("InvalidLogin", "Cannot complete login due to an incorrect user name or password.")
+        s = sim.sessions.create(sim.settings.vc_user)
+        return 200, user_session(s), {SESSION_HEADER: s.token}
+    if name in GUEST_METHODS:
+        vm_ref = body.get("vm") or {}
+        auth = body.get("auth") or {}
+        vm, fs = sim.guest_call(name, token, vm_ref.get("value"), auth.get("username"), auth.get("password"))
+        h.vm_name = vm.name
+        status, result = GUEST_METHODS[name](h, sim, vm, fs, body)
+        return status, result, None
+    sim.begin(name)
+    session = sim.session(token)
+    if name == "Logout":
+        sim.sessions.drop(token)
+        return 204, None, None
+    if name == "CreateContainerView":
+        types = body.get("type") or ["VirtualMachine"]
+        with _views_lock:
+            view_id = f"session[{session.key}]{len(_views) + 1:x}"
+            _views[view_id] = list(types)
+        return 200, moref("ContainerView", view_id), None
+    if name == "DestroyView":
+        with _views_lock:
+            _views.pop(mo_id, None)
+        return 204, None, None
+    if name in ("RetrievePropertiesEx", "RetrieveProperties"):
+        objects = _retrieve(sim, body.get("specSet") or [])
+        if name == "RetrieveProperties":
+            return 200, objects, None
+        max_objects = (body.get("options") or {}).get("maxObjects") or 0
+        return 200, _page(session, objects, max_objects), None
+    if name == "ContinueRetrievePropertiesEx":
+        rest = session.pending.pop(str(body.get("token")), None)
+        if rest is None:
+            raise SimFault("InvalidArgument", "unknown or spent token", invalidProperty="token")
+        return 200, _page(session, rest[1], rest[0]), None
+    if name == "CancelRetrievePropertiesEx":
+        session.pending.pop(str(body.get("token")), None)
+        return 204, None, None
+    if name == "FindChild":
+        return _found(_find_child(sim, (body.get("entity") or {}).get("value"), body.get("name")))
+    if name == "FindByInventoryPath":
+        return _found(_find_by_path(sim, body.get("inventoryPath") or ""))
+    raise SimFault("InvalidRequest" if mo_type else "InvalidArgument", f"method {name} is not simulated")
+
+
+def _found(ref):
+    # An unset result is sent as 204 with no body, like any method with nothing to return.
+    return (200, ref, None) if ref else (204, None, None)
+
+
+def _find_child(sim: Simulator, entity: str | None, name: str | None):
+    if entity == ROOT_FOLDER and name == DATACENTER_NAME:
+        return moref("Datacenter", DATACENTER)
+    if entity == DATACENTER and name == "vm":
+        return moref("Folder", VM_FOLDER)
+    if entity == VM_FOLDER and name:
+        vm = sim.inventory.by_name(name)
+        return moref("VirtualMachine", vm.id) if vm else None
+    return None
+
+
+def _find_by_path(sim: Simulator, path: str):
+    parts = [p for p in path.split("/") if p]
+    if len(parts) == 3 and parts[0] == DATACENTER_NAME and parts[1] == "vm":
+        vm = sim.inventory.by_name(parts[2])
+        return moref("VirtualMachine", vm.id) if vm else None
+    if parts == [DATACENTER_NAME]:
+        return moref("Datacenter", DATACENTER)
+    return None
+
+
+def _page(session, objects: list, max_objects: int) -> dict:
+    result = {"_typeName": "RetrieveResult", "objects": objects}
+    if max_objects and len(objects) > max_objects:
+        token = str(_next_token[0])
+        _next_token[0] += 1
+        session.pending[token] = (max_objects, objects[max_objects:])
+        result = {"_typeName": "RetrieveResult", "token": token, "objects": objects[:max_objects]}
+    return result
+
+
+def _retrieve(sim: Simulator, spec_set: list) -> list:
+    out = []
+    for spec in spec_set:
+        wanted = {p.get("type"): p for p in spec.get("propSet") or []}
+        for ospec in spec.get("objectSet") or []:
+            for ref in _objects(sim, ospec):
+                pspec = wanted.get(ref["type"])
+                if pspec is not None:
+                    out.append(_object_content(sim, ref, pspec))
+    return out
+
+
+def _objects(sim: Simulator, ospec: dict) -> list[dict]:
+    obj = ospec.get("obj") or {}
+    refs = [] if ospec.get("skip") else [moref(obj.get("type"), obj.get("value"))]
+    if obj.get("type") == "ContainerView" and any(s.get("path") == "view" for s in ospec.get("selectSet") or []):
+        with _views_lock:
+            types = _views.get(obj.get("value"))
+        if types is None:
+            raise SimFault("ManagedObjectNotFound", "the view is gone", obj=moref("ContainerView", obj.get("value")))
+        if "VirtualMachine" in types:
+            refs += [moref("VirtualMachine", vm.id) for vm in sim.inventory.list()]
+        if "HostSystem" in types:
+            refs.append(moref("HostSystem", HOST_ID))
+    if obj.get("type") == "VirtualMachine":
+        _vm(sim, obj.get("value"))
+    return refs
+
+
+_ALL_VM_PATHS = ["name", "runtime.powerState", "runtime.host", "guest.guestFamily", "guest.guestOperationsReady", "config.template"]
+_ALL_HOST_PATHS = ["name", "config.certificate", "summary.config.sslThumbprint"]
+
+
+def _object_content(sim: Simulator, ref: dict, pspec: dict) -> dict:
+    kind = ref["type"]
+    paths = pspec.get("pathSet") or []
+    if pspec.get("all"):
+        paths = _ALL_VM_PATHS if kind == "VirtualMachine" else _ALL_HOST_PATHS if kind == "HostSystem" else ["name"]
+    props = []
+    vm = sim.inventory.by_id(ref["value"]) if kind == "VirtualMachine" else None
+    for path in paths:
+        if kind == "VirtualMachine":
+            val = _vm_property(sim, vm, path) if vm else _MISSING
+        elif kind == "HostSystem":
+            val = _host_property(sim, path)
+        elif kind == "Datacenter":
+            val = _named_property(DATACENTER_NAME, path)
+        else:
+            val = _MISSING
+        if val is not _MISSING:  # unset or unknown properties are simply absent
+            props.append({"_typeName": "DynamicProperty", "name": path, "val": val})
+    return {"_typeName": "ObjectContent", "obj": ref, "propSet": props}
+
+
+# ---------------------------------------------------------------- GuestFileManager
+
+
+def _list_files(h, sim, vm, fs, body):
+    path = body.get("filePath")
+    h.guest_path = path or ""
+    index = int(body.get("index") or 0)
+    max_results = body.get("maxResults")
+    max_results = 50 if max_results is None else int(max_results)
+    entries = fs.list_files(path, body.get("matchPattern"))
+    page = entries[index : index + max_results] if max_results > 0 else []
+    result = {
+        "_typeName": "GuestListFileInfo",
+        "remaining": max(0, len(entries) - index - len(page)),
+    }
+    if page:  # an unset array is omitted, as vCenter does
+        result["files"] = [
+            {
+                "_typeName": "GuestFileInfo",
+                "path": e.name,
+                "type": e.type,
+                "size": e.size,
+                "attributes": vi_attributes(e, vm.windows),
+            }
+            for e in page
+        ]
+    return 200, result
+
+
+def _from_guest(h, sim, vm, fs, body):
+    path = body.get("guestFilePath")
+    h.guest_path = path or ""
+    host, info = fs.file_for_download(path)
+    t = sim.transfers.create(vm=vm.name, direction="get", host_path=host, guest_path=path)
+    return 200, {
+        "_typeName": "FileTransferInformation",
+        "attributes": vi_attributes(info, vm.windows),
+        "size": info.size,
+        "url": sim.transfer_url(t.id, t.token),
+    }
+
+
+def _to_guest(h, sim, vm, fs, body):
+    path = body.get("guestFilePath")
+    h.guest_path = path or ""
+    attrs = parse_vi_attributes(body.get("fileAttributes"), vm.windows)
+    size = body.get("fileSize")
+    if not isinstance(size, int) or size < 0:
+        raise SimFault("InvalidArgument", "fileSize must be a non-negative integer", invalidProperty="fileSize")
+    overwrite = bool(body.get("overwrite"))
+    host = fs.target_for_upload(path, overwrite)
+    t = sim.transfers.create(
+        vm=vm.name, direction="put", host_path=host, guest_path=path, size=size, attrs=attrs, overwrite=overwrite
+    )
+    return 200, sim.transfer_url(t.id, t.token)
+
+
+def _mkdir(h, sim, vm, fs, body):
+    h.guest_path = body.get("directoryPath") or ""
+    fs.make_directory(body.get("directoryPath"), bool(body.get("createParentDirectories")))
+    return 204, None
+
+
+def _delete_file(h, sim, vm, fs, body):
+    h.guest_path = body.get("filePath") or ""
+    fs.delete_file(body.get("filePath"))
+    return 204, None
+
+
+def _delete_dir(h, sim, vm, fs, body):
+    h.guest_path = body.get("directoryPath") or ""
+    fs.delete_directory(body.get("directoryPath"), bool(body.get("recursive")))
+    return 204, None
+
+
+def _move_file(h, sim, vm, fs, body):
+    h.guest_path = f"{body.get('srcFilePath')} -> {body.get('dstFilePath')}"
+    fs.move_file(body.get("srcFilePath"), body.get("dstFilePath"), bool(body.get("overwrite")))
+    return 204, None
+
+
+def _move_dir(h, sim, vm, fs, body):
+    h.guest_path = f"{body.get('srcDirectoryPath')} -> {body.get('dstDirectoryPath')}"
+    fs.move_directory(body.get("srcDirectoryPath"), body.get("dstDirectoryPath"))
+    return 204, None
+
+
+def _chattr(h, sim, vm, fs, body):
+    h.guest_path = body.get("guestFilePath") or ""
+    fs.change_attributes(body.get("guestFilePath"), parse_vi_attributes(body.get("fileAttributes"), vm.windows))
+    return 204, None
+
+
+def _temp_file(h, sim, vm, fs, body):
+    return 200, fs.create_temporary(body.get("prefix"), body.get("suffix"), body.get("directoryPath"), False)
+
+
+def _temp_dir(h, sim, vm, fs, body):
+    return 200, fs.create_temporary(body.get("prefix"), body.get("suffix"), body.get("directoryPath"), True)
+
+
+GUEST_METHODS = {
+    "ListFilesInGuest": _list_files,
+    "InitiateFileTransferFromGuest": _from_guest,
+    "InitiateFileTransferToGuest": _to_guest,
+    "MakeDirectoryInGuest": _mkdir,
+    "DeleteFileInGuest": _delete_file,
+    "DeleteDirectoryInGuest": _delete_dir,
+    "MoveFileInGuest": _move_file,
+    "MoveDirectoryInGuest": _move_dir,
+    "ChangeFileAttributesInGuest": _chattr,
+    "CreateTemporaryFileInGuest": _temp_file,
+    "CreateTemporaryDirectoryInGuest": _temp_dir,
+}
