@@ -6,6 +6,7 @@ import contextlib
 import os
 import queue
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -32,13 +33,18 @@ class Simulator:
     guest_user: str = "root"
     guest_password: str = "vmware"
 
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx's `verify=` wants for this simulator: a context trusting its CA, or True without TLS."""
+        return ssl.create_default_context(cafile=self.ca_path) if self.ca_path else True
+
     def vm_dir(self, name: str) -> Path:
         path = self.root / name
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def _control(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
-        with httpx.Client(base_url=self.url, verify=self.ca_path or True, timeout=10) as client:
+        with httpx.Client(base_url=self.url, verify=self.verify, timeout=10) as client:
             response = client.request(method, path, json=body)
         response.raise_for_status()
         return response
@@ -132,7 +138,7 @@ class ViCaller:
         self.sim = sim
         self.base = f"/sdk/vim25/{release}"
         self._ids: dict[str, str] = {}
-        self.http = httpx.Client(base_url=sim.url, verify=sim.ca_path or True, timeout=30)
+        self.http = httpx.Client(base_url=sim.url, verify=sim.verify, timeout=30)
         if login:
             r = self.post("SessionManager", "SessionManager", "Login", {"userName": sim.vc_user, "password": sim.vc_password})
             r.raise_for_status()
@@ -174,7 +180,7 @@ class RestCaller:
     def __init__(self, sim: Simulator, login: bool = True):
         self.sim = sim
         self._ids: dict[str, str] = {}
-        self.http = httpx.Client(base_url=sim.url, verify=sim.ca_path or True, timeout=30)
+        self.http = httpx.Client(base_url=sim.url, verify=sim.verify, timeout=30)
         if login:
             r = self.http.post("/api/session", auth=(sim.vc_user, sim.vc_password))
             r.raise_for_status()
