@@ -10,6 +10,7 @@ import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from .faults import SimFault, from_oserror
@@ -42,6 +43,20 @@ class Attributes:
     atime: float | None = None
     hidden: bool | None = None
     read_only: bool | None = None
+
+
+def attributes_from(values: dict, names: dict[str, str], parse_mode) -> Attributes:
+    """Attributes from a request; `names` maps Attributes fields to the dialect's keys; times are ISO-8601 text."""
+    got = {field: values.get(key) for field, key in names.items() if values.get(key) is not None}
+    try:
+        if "mode" in got:
+            got["mode"] = parse_mode(got["mode"]) & 0o7777
+        for when in ("mtime", "atime"):
+            if when in got:
+                got[when] = datetime.fromisoformat(got[when].replace("Z", "+00:00")).timestamp()
+        return Attributes(**got)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise SimFault("InvalidArgument", f"bad file attributes: {err}", invalidProperty="fileAttributes") from None
 
 
 def info_from_stat(name: str, st: os.stat_result, symlink_target: str | None = None) -> FileInfo:

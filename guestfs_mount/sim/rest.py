@@ -11,8 +11,8 @@ import binascii
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .faults import SimFault
-from .guestfs import Attributes, FileInfo
-from .state import Simulator, iso, parse_iso
+from .guestfs import Attributes, FileInfo, attributes_from
+from .state import Simulator, iso
 
 SESSION_HEADER = "vmware-api-session-id"
 CHALLENGE = 'Basic realm="VCenter"'
@@ -258,20 +258,18 @@ def _rest_attributes(spec: dict, windows: bool) -> Attributes:
     posix, win = spec.get("posix"), spec.get("windows")
     if (posix and windows) or (win and not windows):
         raise SimFault("InvalidArgument", "attributes of the other guest family", invalidProperty="attributes")
-    posix, win = posix or {}, win or {}
-    try:
-        perms = posix.get("permissions")
-        return Attributes(
-            mode=None if perms is None else int(str(perms), 8) & 0o7777,
-            uid=posix.get("owner_id"),
-            gid=posix.get("group_id"),
-            mtime=parse_iso(spec["last_modified"]) if spec.get("last_modified") else None,
-            atime=parse_iso(spec["last_accessed"]) if spec.get("last_accessed") else None,
-            hidden=win.get("hidden"),
-            read_only=win.get("read_only"),
-        )
-    except (TypeError, ValueError) as err:
-        raise SimFault("InvalidArgument", f"bad attributes: {err}", invalidProperty="attributes") from None
+    return attributes_from({**spec, **(posix or {}), **(win or {})}, REST_ATTRIBUTE_NAMES, lambda v: int(str(v), 8))
+
+
+REST_ATTRIBUTE_NAMES = {
+    "mode": "permissions",
+    "uid": "owner_id",
+    "gid": "group_id",
+    "mtime": "last_modified",
+    "atime": "last_accessed",
+    "hidden": "hidden",
+    "read_only": "read_only",
+}
 
 
 def _update(h, sim, vm, fs, body, _):

@@ -52,10 +52,6 @@ def iso(ts: datetime | float) -> str:
     return ts.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_iso(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 class Sessions:
     def __init__(self):
         self._lock = threading.Lock()

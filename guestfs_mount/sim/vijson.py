@@ -10,9 +10,9 @@ import threading
 from urllib.parse import unquote, urlsplit
 
 from .faults import SimFault
-from .guestfs import Attributes, FileInfo
+from .guestfs import Attributes, FileInfo, attributes_from
 from .inventory import HOST_ID, VM
-from .state import Simulator, iso, parse_iso
+from .state import Simulator, iso
 
 MIN_RELEASE = (8, 0, 1, 0)
 SESSION_HEADER = "vmware-api-session-id"
@@ -102,18 +102,18 @@ def parse_vi_attributes(fa: dict | None, windows: bool) -> Attributes:
     kind = fa.get("_typeName", "GuestFileAttributes")
     if (kind == "GuestPosixFileAttributes" and windows) or (kind == "GuestWindowsFileAttributes" and not windows):
         raise SimFault("InvalidArgument", f"{kind} does not fit this guest", invalidProperty="fileAttributes")
-    try:
-        return Attributes(
-            mode=None if fa.get("permissions") is None else int(fa["permissions"]) & 0o7777,
-            uid=fa.get("ownerId"),
-            gid=fa.get("groupId"),
-            mtime=parse_iso(fa["modificationTime"]) if fa.get("modificationTime") else None,
-            atime=parse_iso(fa["accessTime"]) if fa.get("accessTime") else None,
-            hidden=fa.get("hidden"),
-            read_only=fa.get("readOnly"),
-        )
-    except (TypeError, ValueError) as err:
-        raise SimFault("InvalidArgument", f"bad file attributes: {err}", invalidProperty="fileAttributes") from None
+    return attributes_from(fa, VI_ATTRIBUTE_NAMES, int)
+
+
+VI_ATTRIBUTE_NAMES = {
+    "mode": "permissions",
+    "uid": "ownerId",
+    "gid": "groupId",
+    "mtime": "modificationTime",
+    "atime": "accessTime",
+    "hidden": "hidden",
+    "read_only": "readOnly",
+}
 
 
 # ---------------------------------------------------------------- routing
