@@ -1,6 +1,5 @@
 """The simulator's /_sim controls: planned faults in both dialects, power, Tools, stats, latency."""
 
-import os
 import time
 
 import httpx

@@ -263,3 +263,11 @@ def test_power_off_and_tools_off_errors(sim, rest, vc_schema):
     vc_schema(r.json(), "VapiStdErrorsServiceUnavailable")
     sim.tools("alpha", True)
     assert rest.fs("alpha", "/files", "list", path="/").status_code == 200
+
+
+def test_release_negotiation_hello(sim):
+    with httpx.Client(base_url=sim.url, timeout=10) as http:
+        r = http.post("/api/vcenter/system", params={"action": "hello"}, json={"api_releases": ["9.1.0.0", "8.0.3.0", "8.0.2.0"]})
+        assert r.status_code == 200 and r.json() == {"api_release": "8.0.3.0"}
+        r = http.post("/api/vcenter/system", params={"action": "hello"}, json={"api_releases": ["7.0.3.0"]})
+        assert r.json() == {"api_release": ""}

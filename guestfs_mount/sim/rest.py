@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .faults import SimFault
 from .guestfs import Attributes, FileInfo, attributes_from
-from .state import Simulator, iso
+from .state import SERVER_RELEASE, Simulator, iso, release_ok, release_tuple
 
 SESSION_HEADER = "vmware-api-session-id"
 CHALLENGE = 'Basic realm="VCenter"'
@@ -62,6 +62,8 @@ def _route(h, sim: Simulator, seg: list[str], query: dict, action: str):
     token = h.headers.get(SESSION_HEADER)
     if seg == ["session"]:
         return _session(h, sim, token)
+    if seg == ["vcenter", "system"] and h.command == "POST" and action == "hello":
+        return _hello(h, sim)
     if seg[:2] != ["vcenter", "vm"]:
         raise RestError(404, "NOT_FOUND", f"no such endpoint: {h.path}")
     if len(seg) == 2 and h.command == "GET":
@@ -112,6 +114,18 @@ def _session(h, sim: Simulator, token):
         sim.sessions.drop(token)
         return 204, None, None
     raise RestError(404, "NOT_FOUND", "no such operation on /api/session")
+
+
+def _hello(h, sim: Simulator):
+    """Release negotiation (8.0U2+): the newest of the client's releases this server speaks, or "" if none."""
+    h.op = "hello"
+    sim.begin(h.op)
+    body = h.read_json()
+    offered = body.get("api_releases") if isinstance(body, dict) else None
+    if not isinstance(offered, list):
+        raise RestError(400, "INVALID_ARGUMENT", "api_releases must be a list")
+    spoken = [r for r in offered if isinstance(r, str) and release_ok(r) and release_tuple(r) <= SERVER_RELEASE]
+    return 200, {"api_release": max(spoken, key=release_tuple, default="")}, None
 
 
 def _basic_auth(header: str) -> tuple[str | None, str | None]:

@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from . import control, rest, vijson
-from .faults import SimFault
 from .state import Simulator
 from .transfers import Aborted, receive_file, send_file
 
@@ -164,14 +163,17 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.send_empty(404, {"Connection": "close"})
             return False
+        if fault and size == 0:
+            # nothing to cut midway: fail outright instead
+            self.close_connection = True
+            self.send_json(500, {"error": f"transfer failed: {fault}"}, {"Connection": "close"})
+            return False
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(size))
         self.end_headers()
         if fault:
             self.close_connection = True
-            if size == 0:
-                raise Aborted("planned fault")
         send_file(t, self.wfile, bool(fault))
         return True
 

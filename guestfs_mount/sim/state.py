@@ -6,6 +6,7 @@ injected faults, and check power/Tools/guest login the same way.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -18,6 +19,20 @@ from .faults import SimFault
 from .guestfs import GuestFS
 from .inventory import VM, Inventory
 from .transfers import TransferRegistry
+
+
+# VI/JSON releases: this server is an 8.0U3 vCenter, but its URLs accept any release from 8.0.1.0 on.
+MIN_RELEASE = (8, 0, 1, 0)
+SERVER_RELEASE = (8, 0, 3, 0)
+
+
+def release_tuple(release: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in release.split("."))
+
+
+def release_ok(release: str) -> bool:
+    """A dotted 4-part release id, 8.0.1.0 or later."""
+    return bool(re.fullmatch(r"\d+\.\d+\.\d+\.\d+", release)) and release_tuple(release) >= MIN_RELEASE
 
 
 @dataclass

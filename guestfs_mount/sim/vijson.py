@@ -5,16 +5,15 @@ POST invokes a method, GET reads a top-level property. Faults are HTTP 500 with 
 
 from __future__ import annotations
 
-import re
+import itertools
 import threading
 from urllib.parse import unquote, urlsplit
 
 from .faults import SimFault
 from .guestfs import Attributes, FileInfo, attributes_from
 from .inventory import HOST_ID, VM
-from .state import Simulator, iso
+from .state import Simulator, iso, release_ok
 
-MIN_RELEASE = (8, 0, 1, 0)
 SESSION_HEADER = "vmware-api-session-id"
 FILE_MANAGER = "guestOperationsFileManager"
 ROOT_FOLDER, DATACENTER, VM_FOLDER = "group-d1", "datacenter-2", "group-v3"
@@ -22,7 +21,8 @@ DATACENTER_NAME = "Datacenter"
 
 _views_lock = threading.Lock()
 _views: dict[str, list[str]] = {}  # ContainerView moId -> the types it shows
-_next_token = [1]
+_view_numbers = itertools.count(1)
+_page_tokens = itertools.count(1)
 
 
 def moref(mo_type: str, value: str) -> dict:
@@ -121,7 +121,7 @@ VI_ATTRIBUTE_NAMES = {
 
 def handle(h, sim: Simulator) -> None:
     parts = [unquote(p) for p in urlsplit(h.path).path.split("/")[3:]]
-    if len(parts) != 4 or not _release_ok(parts[0]):
+    if len(parts) != 4 or not release_ok(parts[0]):
         h.send_json(404, {"error": "unknown release or path"})
         return
     _, mo_type, mo_id, name = parts
@@ -149,12 +149,6 @@ def handle(h, sim: Simulator) -> None:
         h.send_empty(204)
     else:
         h.send_json(status, result)
-
-
-def _release_ok(release: str) -> bool:
-    if not re.fullmatch(r"\d+\.\d+\.\d+\.\d+", release):
-        return False
-    return tuple(int(x) for x in release.split(".")) >= MIN_RELEASE
 
 
 # ---------------------------------------------------------------- properties
@@ -282,7 +276,7 @@ def _invoke(h, sim: Simulator, mo_type: str, mo_id: str, name: str, body: dict, 
     if name == "CreateContainerView":
         types = body.get("type") or ["VirtualMachine"]
         with _views_lock:
-            view_id = f"session[{session.key}]{len(_views) + 1:x}"
+            view_id = f"session[{session.key}]{next(_view_numbers):x}"
             _views[view_id] = list(types)
         return 200, moref("ContainerView", view_id), None
     if name == "DestroyView":
@@ -339,8 +333,7 @@ def _find_by_path(sim: Simulator, path: str):
 def _page(session, objects: list, max_objects: int) -> dict:
     result = {"_typeName": "RetrieveResult", "objects": objects}
     if max_objects and len(objects) > max_objects:
-        token = str(_next_token[0])
-        _next_token[0] += 1
+        token = str(next(_page_tokens))
         session.pending[token] = (max_objects, objects[max_objects:])
         result = {"_typeName": "RetrieveResult", "token": token, "objects": objects[:max_objects]}
     return result
