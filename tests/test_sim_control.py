@@ -1,11 +1,12 @@
 """The simulator's /_sim controls: planned faults in both dialects, power, Tools, stats, latency."""
 
+import shutil
 import time
 
 import httpx
 import pytest
 
-from tests.helpers.simulator import RestCaller, ViCaller
+from tests.helpers.simulator import RestCaller, ViCaller, running_simulator
 
 # (VI method, the extra VI body, the REST (sub, action, body) doing the same) for each guest operation
 OPERATIONS = {
@@ -51,6 +52,34 @@ FAULTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def shared_sim(tmp_path_factory):
+    """One simulator for the many parametrized cases below (each case resets what it touches)."""
+    tmp = tmp_path_factory.mktemp("sim")
+    for name in ("alpha", "beta"):
+        (tmp / "vms" / name).mkdir(parents=True)
+    with running_simulator(tmp / "vms", log_path=tmp / "sim.log") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def fresh(shared_sim):
+    """The shared simulator with alpha's tree reset to `/f` and `/d`, both VMs on, no planned faults left."""
+    root = shared_sim.vm_dir("alpha")
+    shutil.rmtree(root)
+    root.mkdir()
+    (root / "f").write_text("x")
+    (root / "d").mkdir()
+    for vm in ("alpha", "beta"):
+        shared_sim.power(vm, "poweredOn")
+        shared_sim.tools(vm, True)
+    vi, rest = ViCaller(shared_sim), RestCaller(shared_sim)
+    vi.vm_id("alpha"), vi.vm_id("beta"), rest.vm_id("alpha")
+    yield vi, rest
+    vi.close()
+    rest.close()
+
+
 @pytest.fixture
 def callers(sim):
     root = sim.vm_dir("alpha")
@@ -64,8 +93,8 @@ def callers(sim):
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
-def test_planned_fault_hits_each_vi_operation_once(sim, callers, operation):
-    vi, _ = callers
+def test_planned_fault_hits_each_vi_operation_once(shared_sim, fresh, operation):
+    sim, (vi, _) = shared_sim, fresh
     body, _ = OPERATIONS[operation]
     sim.fault(operation, "TaskInProgress", times=1)
     r = vi.guest(operation, "alpha", **body)
@@ -74,8 +103,8 @@ def test_planned_fault_hits_each_vi_operation_once(sim, callers, operation):
 
 
 @pytest.mark.parametrize("operation", sorted(op for op, (_, rest) in OPERATIONS.items() if rest))
-def test_planned_fault_hits_each_rest_operation(sim, callers, operation):
-    _, rest = callers
+def test_planned_fault_hits_each_rest_operation(shared_sim, fresh, operation):
+    sim, (_, rest) = shared_sim, fresh
     sub, action, body = OPERATIONS[operation][1]
     sim.fault(operation, "FileNotFound")
     r = rest.fs("alpha", sub, action, **body)
@@ -84,8 +113,8 @@ def test_planned_fault_hits_each_rest_operation(sim, callers, operation):
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_every_fault_in_both_dialects(sim, callers, fault):
-    vi, rest = callers
+def test_every_fault_in_both_dialects(shared_sim, fresh, fault):
+    sim, (vi, rest) = shared_sim, fresh
     sim.fault("ListFilesInGuest", fault, times=2)
     r = vi.guest("ListFilesInGuest", "alpha", filePath="/")
     assert r.status_code == 500
@@ -152,8 +181,6 @@ def test_stats_count_both_dialects_under_vi_names_and_reset(sim, callers):
 
 
 def test_latency_delays_api_calls_not_controls(tmp_path):
-    from tests.helpers.simulator import running_simulator
-
     (tmp_path / "vms" / "alpha").mkdir(parents=True)
     with running_simulator(tmp_path / "vms", log_path=tmp_path / "sim.log", latency_ms=300) as sim:
         vi = ViCaller(sim)

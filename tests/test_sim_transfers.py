@@ -170,3 +170,13 @@ def test_unknown_token_and_wrong_method(sim, vi):
     assert httpx.get(f"{sim.url}/guestFile?id=999&token=abc", timeout=10).status_code == 404
     assert httpx.put(url, content=b"x", timeout=10).status_code == 404  # a download URL takes no PUT
     assert httpx.get(url, timeout=10).content == b"x"
+
+
+def test_second_request_while_one_is_in_flight_is_409(sim, vi):
+    with open(sim.vm_dir("alpha") / "big", "wb") as f:
+        f.truncate(256 * MiB)
+    url = download_url(sim, vi, "/big")
+    with httpx.stream("GET", url, timeout=10) as first:
+        assert first.status_code == 200
+        next(first.iter_raw(MiB))
+        assert httpx.get(url, timeout=10).status_code == 409
