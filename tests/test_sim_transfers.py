@@ -178,5 +178,6 @@ def test_second_request_while_one_is_in_flight_is_409(sim, vi):
     url = download_url(sim, vi, "/big")
     with httpx.stream("GET", url, timeout=10) as first:
         assert first.status_code == 200
-        next(first.iter_raw(MiB))
+        chunks = first.iter_raw(MiB)  # kept: a dropped iterator closes the response
+        next(chunks)
         assert httpx.get(url, timeout=10).status_code == 409
