@@ -51,17 +51,17 @@ def zeros(total: int, chunk: int = MiB):
         left -= n
 
 
-def round_trip_in_flat_memory(sim, vi, size):
+def round_trip_in_flat_memory(sim, vi, size, verify=True):
     src = sim.vm_dir("alpha") / "big"
     with open(src, "wb") as f:
         f.truncate(size)  # sparse: the test spends its time on the wire, not on the disk
     got = 0
-    with httpx.stream("GET", download_url(sim, vi, "/big"), timeout=60) as r:
+    with httpx.stream("GET", download_url(sim, vi, "/big"), timeout=60, verify=verify) as r:
         assert r.status_code == 200 and int(r.headers["content-length"]) == size
         for chunk in r.iter_raw(MiB):
             got += len(chunk)
     assert got == size
-    r = httpx.put(upload_url(sim, vi, "/big.copy", size), content=zeros(size), headers={"Content-Length": str(size)}, timeout=120)
+    r = httpx.put(upload_url(sim, vi, "/big.copy", size), content=zeros(size), headers={"Content-Length": str(size)}, timeout=120, verify=verify)
     assert r.status_code == 200
     assert (sim.vm_dir("alpha") / "big.copy").stat().st_size == size
     assert peak_rss(sim.process.pid) < 100 * MiB
@@ -181,3 +181,23 @@ def test_second_request_while_one_is_in_flight_is_409(sim, vi):
         chunks = first.iter_raw(MiB)  # kept: a dropped iterator closes the response
         next(chunks)
         assert httpx.get(url, timeout=10).status_code == 409
+
+
+def test_tls_transfers_and_power_off_abort(tmp_path):
+    from tests.helpers.simulator import running_simulator
+
+    (tmp_path / "vms" / "alpha").mkdir(parents=True)
+    with running_simulator(tmp_path / "vms", log_path=tmp_path / "sim.log", tls=True) as sim:
+        vi = ViCaller(sim)
+        round_trip_in_flat_memory(sim, vi, 64 * MiB, verify=sim.verify)
+        url = download_url(sim, vi, "/big")
+        got = 0
+        with pytest.raises(httpx.HTTPError):
+            with httpx.stream("GET", url, timeout=10, verify=sim.verify) as r:
+                for chunk in r.iter_raw(MiB):
+                    got += len(chunk)
+                    if got >= 2 * MiB and got - len(chunk) < 2 * MiB:
+                        sim.power("alpha", "poweredOff")
+        assert got < 64 * MiB
+        assert "internal error" not in (tmp_path / "sim.log").read_text()
+        vi.close()

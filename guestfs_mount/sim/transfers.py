@@ -98,16 +98,28 @@ class TransferRegistry:
                 if not t.in_use:
                     del self._by_id[t.id]
                 for s in t.sockets:
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    _cut(s)
 
     def abort_all(self) -> None:
         with self._lock:
             names = {t.vm for t in self._by_id.values()}
         for name in names:
             self.abort_vm(name)
+
+
+def _cut(sock: socket.socket) -> None:
+    """Shut a connection down under its handler's feet. Through a dup of the descriptor, so that an
+    SSLSocket's state, owned by the handler thread, is left alone; the handler then fails with an OSError."""
+    try:
+        dup = socket.socket(fileno=os.dup(sock.fileno()))
+    except OSError:
+        return
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        dup.close()
 
 
 class Aborted(Exception):
