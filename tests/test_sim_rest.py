@@ -271,3 +271,9 @@ def test_release_negotiation_hello(sim):
         assert r.status_code == 200 and r.json() == {"api_release": "8.0.3.0"}
         r = http.post("/api/vcenter/system", params={"action": "hello"}, json={"api_releases": ["7.0.3.0"]})
         assert r.json() == {"api_release": ""}
+
+
+def test_vm_list_without_session_is_401(sim, vc_schema):
+    r = httpx.get(f"{sim.url}/api/vcenter/vm", timeout=10)
+    assert r.status_code == 401
+    vc_schema(r.json(), "VapiStdErrorsUnauthenticated")

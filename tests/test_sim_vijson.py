@@ -397,3 +397,34 @@ def test_path_cannot_climb_out_of_the_guest(sim, vi):
     (sim.root / "secret").write_text("host file")
     r = vi.guest("ListFilesInGuest", "alpha", filePath="/../../secret")
     assert r.json()["_typeName"] == "FileNotFound"
+
+
+def test_vm_property_gets_host_view_cancel_and_destroy(sim, vi):
+    vm = vi.vm_id("alpha")
+    assert vi.get("VirtualMachine", vm, "name").json() == "alpha"
+    runtime = vi.get("VirtualMachine", vm, "runtime").json()
+    assert runtime["_typeName"] == "VirtualMachineRuntimeInfo" and runtime["powerState"] == "poweredOn"
+    assert vi.get("VirtualMachine", "vm-999", "name").json()["_typeName"] == "ManagedObjectNotFound"
+    view = vi.post(
+        "ViewManager",
+        "ViewManager",
+        "CreateContainerView",
+        {"container": {"_typeName": "ManagedObjectReference", "type": "Folder", "value": "group-d1"}, "type": ["HostSystem"], "recursive": True},
+    ).json()
+    hosts = retrieve(vi, view, paths=None)
+    assert hosts.json()["objects"] == []  # the propSet asks for VirtualMachine only
+    page = retrieve(vi, container_view(vi), max_objects=1).json()
+    assert vi.post("PropertyCollector", "propertyCollector", "CancelRetrievePropertiesEx", {"token": page["token"]}).status_code == 204
+    again = vi.post("PropertyCollector", "propertyCollector", "ContinueRetrievePropertiesEx", {"token": page["token"]})
+    assert again.status_code == 500 and again.json()["_typeName"] == "InvalidArgument"
+    assert vi.post("ContainerView", view["value"], "DestroyView").status_code == 204
+    gone = retrieve(vi, view)
+    assert gone.status_code == 500 and gone.json()["_typeName"] == "ManagedObjectNotFound"
+
+
+def test_directory_listing_sees_changes_between_calls(sim, vi):
+    root = sim.vm_dir("alpha")
+    assert [f["path"] for f in vi.guest("ListFilesInGuest", "alpha", filePath="/").json()["files"]] == [".", ".."]
+    (root / "new").write_text("n")
+    names = [f["path"] for f in vi.guest("ListFilesInGuest", "alpha", filePath="/").json()["files"]]
+    assert names == [".", "..", "new"]
