@@ -173,7 +173,6 @@ def _identity(vm) -> dict:
 
 # ---------------------------------------------------------------- guest filesystem
 
-# (sub-path, action) -> (VI method name it counts as, handler)
 def _filesystem(h, sim: Simulator, token, vm_id: str, sub: list[str], action: str):
     body = h.read_json()
     if not isinstance(body, dict):
@@ -338,6 +337,7 @@ def _transfer(h, sim, vm, fs, body, _):
     return 201, sim.transfer_url(t.id, t.token), None
 
 
+# (sub-path, action) -> (the VI method name it counts as, handler); "Initiate" picks From/To by the body
 ROUTES = {
     ("", "create"): ("Initiate", _transfer),
     ("files", "list"): ("ListFilesInGuest", _list),
