@@ -277,3 +277,12 @@ def test_vm_list_without_session_is_401(sim, vc_schema):
     r = httpx.get(f"{sim.url}/api/vcenter/vm", timeout=10)
     assert r.status_code == 401
     vc_schema(r.json(), "VapiStdErrorsUnauthenticated")
+
+
+def test_malformed_json_is_an_error_in_each_dialect(sim):
+    headers = {"Content-Type": "application/json"}
+    with httpx.Client(base_url=sim.url, timeout=10) as http:
+        r = http.post("/api/vcenter/vm/vm-1/guest/filesystem/files", params={"action": "list"}, content=b"{nope", headers=headers)
+        assert r.status_code == 400 and r.json()["error_type"] == "INVALID_REQUEST"
+        r = http.post("/sdk/vim25/8.0.1.0/SessionManager/SessionManager/Login", content=b"{nope", headers=headers)
+        assert r.status_code == 500 and r.json()["_typeName"] == "InvalidRequest"

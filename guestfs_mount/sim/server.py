@@ -107,8 +107,16 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.send_json(404, {"error": f"no such endpoint: {path}"})
         except BadRequest as err:
+            # answered in the dialect of the endpoint, so that clients parse it like any other error
             self.close_connection = True
-            self.send_json(400, {"error": str(err)})
+            if path.startswith("/sdk/"):
+                body = {"_typeName": "InvalidRequest", "faultMessage": [{"_typeName": "LocalizableMessage", "key": "sim.badRequest", "arg": [], "message": str(err)}]}
+                self.send_json(500, body)
+            elif path.startswith("/api"):
+                msg = {"id": "com.vmware.sim.invalid_request", "default_message": str(err), "args": []}
+                self.send_json(400, {"error_type": "INVALID_REQUEST", "messages": [msg]})
+            else:
+                self.send_json(400, {"error": str(err)})
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, TimeoutError) as err:
             self.close_connection = True
             note = f"connection lost: {err.__class__.__name__}"
