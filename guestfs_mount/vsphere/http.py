@@ -1,0 +1,105 @@
+"""The HTTP side of API calls: one pooled httpx.AsyncClient per vCenter, timeouts, TLS settings, and decoding
+that turns anything that is not the JSON we expect into a `ProtocolError` (never a KeyError three calls later).
+
+Nothing here logs a request body, a session id or a transfer token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from guestfs_mount.vsphere.faults import ConnectionFailed, ProtocolError
+from guestfs_mount.vsphere.guestfiles import ClientConfig
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "guestfs-mount/0.1"
+MAX_ERROR_BODY = 1 << 20  # an error page larger than this is not read whole
+
+
+def tls_verify(config: ClientConfig) -> ssl.SSLContext | bool:
+    """What httpx verifies vCenter's certificate with: system CAs, the configured CA file, or nothing."""
+    if urlsplit(config.url).scheme != "https":
+        return True  # plain http (the simulator): nothing to verify
+    if config.insecure:
+        log.warning("TLS verification is OFF for %s (insecure = true): anyone on the path can read the passwords",
+                    urlsplit(config.url).hostname)
+        return False
+    if config.ca_file:
+        return ssl.create_default_context(cafile=config.ca_file)
+    return True
+
+
+def timeouts(config: ClientConfig) -> httpx.Timeout:
+    return httpx.Timeout(config.timeout, connect=config.connect_timeout)
+
+
+def make_api_client(config: ClientConfig) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=config.url,
+        verify=tls_verify(config),
+        timeout=timeouts(config),
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        follow_redirects=False,
+    )
+
+
+def connection_error(e: httpx.HTTPError, what: str) -> ConnectionFailed:
+    """A transport failure as the one exception callers see; the URL (and its query) is never in the text."""
+    if isinstance(e, httpx.TimeoutException):
+        import errno
+
+        return ConnectionFailed(f"{what}: timed out ({type(e).__name__})", errno=errno.ETIMEDOUT)
+    reason = str(e).split("\n")[0] or type(e).__name__
+    return ConnectionFailed(f"{what}: {reason}")
+
+
+async def send(client: httpx.AsyncClient, method: str, url: str, what: str, **kwargs) -> httpx.Response:
+    """One API request with its whole (small) body read; transport failures -> ConnectionFailed."""
+    try:
+        return await client.request(method, url, **kwargs)
+    except httpx.HTTPError as e:
+        raise connection_error(e, what) from None
+
+
+def decode_json(response: httpx.Response, what: str) -> Any:
+    """The response's JSON, or a ProtocolError that says what came instead."""
+    if not response.content:
+        return None
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        kind = response.headers.get("content-type", "no content type")
+        start = response.content[:80].decode("utf-8", "replace").replace("\n", " ")
+        raise ProtocolError(f"{what}: HTTP {response.status_code} answer is not JSON ({kind}): {start!r}") from None
+
+
+def expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    """`value` if it has the expected JSON type, else a ProtocolError naming the field."""
+    # bool is an int in Python; a JSON true is never a size
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
+        raise ProtocolError(f"unexpected answer from vCenter: {what} is {type(value).__name__}, not {_names(kind)}")
+    return value
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def field(obj: Any, key: str, kind: type | tuple[type, ...], what: str, default: Any = ...) -> Any:
+    """obj[key] checked for type; missing -> default (or ProtocolError when there is none)."""
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"unexpected answer from vCenter: {what} is not an object")
+    if key not in obj or obj[key] is None:
+        if default is ...:
+            raise ProtocolError(f"unexpected answer from vCenter: {what} has no {key!r}")
+        return default
+    return expect(obj[key], kind, f"{what}.{key}")

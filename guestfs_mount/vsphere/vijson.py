@@ -1,0 +1,341 @@
+"""The VI/JSON dialect (`/sdk/vim25/{release}/...`, vCenter 8.0U1+): GuestFileManager methods, one paged
+ListFilesInGuest per directory with every attribute, FileTransferInformation on reads, ESXi certificate pinning
+for transfer URLs (API.md §1)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, AsyncIterator
+
+import httpx
+
+from guestfs_mount.vsphere.base import DialectClient, basename, format_time, parse_time
+from guestfs_mount.vsphere.faultmap import vi_fault_error
+from guestfs_mount.vsphere.faults import ProtocolError
+from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
+from guestfs_mount.vsphere.http import decode_json, expect, field, send
+from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestCredentials, GuestFileInfo, VMInfo
+from guestfs_mount.vsphere.transfer import HttpReadTransfer, put_file, resolve_host
+
+log = logging.getLogger(__name__)
+
+RELEASE = "8.0.1.0"  # the oldest release with VI/JSON; every later vCenter accepts it
+VM_PROPERTIES = ["name", "runtime.powerState", "runtime.host", "guest.guestFamily", "guest.guestOperationsReady",
+                 "config.template"]
+FILE_TYPES = {"file": FileType.FILE, "directory": FileType.DIRECTORY, "symlink": FileType.SYMLINK}
+
+
+def moref(mo_type: str, value: str) -> dict:
+    return {"_typeName": "ManagedObjectReference", "type": mo_type, "value": value}
+
+
+def unbox(value: Any) -> Any:
+    """`{"_typeName": "string", "_value": x}` -> x, recursively (API.md §1.2 rule 4)."""
+    if isinstance(value, dict):
+        if set(value) == {"_typeName", "_value"}:
+            return unbox(value["_value"])
+        return {k: unbox(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unbox(v) for v in value]
+    return value
+
+
+def certificate_pem(value: Any) -> str | None:
+    """HostConfigInfo.certificate: PEM bytes as signed int8 array (or base64 text) -> PEM string."""
+    if isinstance(value, list) and all(isinstance(b, int) for b in value):
+        return bytes(b & 0xFF for b in value).decode("ascii", "replace")
+    if isinstance(value, str):
+        import base64
+
+        try:
+            return base64.b64decode(value).decode("ascii", "replace")
+        except ValueError:
+            return None
+    return None
+
+
+class ViJsonClient(DialectClient):
+    dialect = "vi-json"
+
+    def __init__(self, config: ClientConfig, http: httpx.AsyncClient, release: str = RELEASE):
+        super().__init__(config, http)
+        self.base = f"/sdk/vim25/{release}"
+        self._content: dict = {}
+        self._file_manager = ""
+        self._vm_host: dict[str, str | None] = {}
+        self._vm_windows: dict[str, bool] = {}
+        self._host_pem: dict[str, str | None] = {}
+
+    # ------------------------------------------------------------------------------------- plumbing
+    async def _request(self, http_method: str, mo_type: str, mo_id: str, name: str, body: dict | None = None, *,
+                       path: str | None = None, vm: str | None = None, session: bool = True) -> Any:
+        url = f"{self.base}/{mo_type}/{mo_id}/{name}"
+        for attempt in (0, 1):
+            token = self._token
+            headers = self.session_headers() if session else {}
+            kwargs = {"json": body if body is not None else {}} if http_method == "POST" else {}
+            response = await send(self.http, http_method, url, name, headers=headers, **kwargs)
+            if response.status_code == 204:
+                return None
+            if response.status_code == 200:
+                return unbox(decode_json(response, name))
+            payload = decode_json(response, name) if response.status_code == 500 else None
+            if isinstance(payload, dict) and isinstance(payload.get("_typeName"), str):
+                error = vi_fault_error(payload, path=path, vm=vm)
+                if error.__dict__.get("fault") == "NotAuthenticated" and session and attempt == 0:
+                    await self.relogin(token)
+                    continue
+                raise error
+            if response.status_code in (401, 403) and session and attempt == 0:
+                await self.relogin(token)
+                continue
+            raise ProtocolError(f"{name}: unexpected HTTP {response.status_code} from vCenter")
+        raise AssertionError("unreachable")
+
+    async def _invoke(self, mo_type: str, mo_id: str, method: str, body: dict | None = None, **kw) -> Any:
+        return await self._request("POST", mo_type, mo_id, method, body, **kw)
+
+    async def _guest(self, method: str, vm: str, creds: GuestCredentials, path: str, **body) -> Any:
+        full = {"vm": moref("VirtualMachine", vm), "auth": guest_auth(creds), **body}
+        return await self.guest_call(
+            vm, f"{method} {path}",
+            lambda: self._invoke("GuestFileManager", self._file_manager, method, full, path=path, vm=vm))
+
+    # ------------------------------------------------------------------------------------- session
+    async def start(self) -> None:
+        content = await self._request("GET", "ServiceInstance", "ServiceInstance", "content", session=False)
+        self._content = expect(content, dict, "ServiceContent")
+        await self.login()
+        manager = self._mo("guestOperationsManager")
+        fm = await self._request("GET", "GuestOperationsManager", manager, "fileManager")
+        self._file_manager = field(fm, "value", str, "GuestOperationsManager.fileManager")
+
+    def _mo(self, name: str) -> str:
+        return field(field(self._content, name, dict, "ServiceContent"), "value", str, f"ServiceContent.{name}")
+
+    async def login(self) -> None:
+        url = f"{self.base}/SessionManager/{self._mo('sessionManager')}/Login"
+        body = {"userName": self.config.username, "password": self.config.password}
+        response = await send(self.http, "POST", url, "Login", json=body)
+        if response.status_code != 200:
+            payload = decode_json(response, "Login")
+            if isinstance(payload, dict) and isinstance(payload.get("_typeName"), str):
+                raise vi_fault_error(payload)
+            raise ProtocolError(f"Login: unexpected HTTP {response.status_code} from vCenter")
+        token = response.headers.get("vmware-api-session-id")
+        if not token:
+            raise ProtocolError("Login: vCenter answered without a vmware-api-session-id header")
+        self._token = token
+
+    async def logout(self) -> None:
+        await self._invoke("SessionManager", self._mo("sessionManager"), "Logout")
+
+    # ------------------------------------------------------------------------------------- inventory
+    async def _retrieve(self, spec: dict) -> list[dict]:
+        """RetrievePropertiesEx and its continuations -> every ObjectContent."""
+        pc = self._mo("propertyCollector")
+        result = await self._invoke("PropertyCollector", pc, "RetrievePropertiesEx",
+                                    {"specSet": [spec], "options": {"_typeName": "RetrieveOptions", "maxObjects": 500}})
+        objects: list[dict] = []
+        while result:
+            objects += field(result, "objects", list, "RetrieveResult", default=[])
+            token = field(result, "token", str, "RetrieveResult", default=None)
+            if not token:
+                break
+            result = await self._invoke("PropertyCollector", pc, "ContinueRetrievePropertiesEx", {"token": token})
+        return objects
+
+    async def list_vms(self) -> list[VMInfo]:
+        view = await self._invoke("ViewManager", self._mo("viewManager"), "CreateContainerView", {
+            "container": moref("Folder", self._mo("rootFolder")), "type": ["VirtualMachine"], "recursive": True})
+        view_id = field(view, "value", str, "ContainerView")
+        try:
+            objects = await self._retrieve({
+                "_typeName": "PropertyFilterSpec",
+                "propSet": [{"_typeName": "PropertySpec", "type": "VirtualMachine", "all": False,
+                             "pathSet": VM_PROPERTIES}],
+                "objectSet": [{"_typeName": "ObjectSpec", "obj": moref("ContainerView", view_id), "skip": True,
+                               "selectSet": [{"_typeName": "TraversalSpec", "name": "traverseView",
+                                              "type": "ContainerView", "path": "view", "skip": False}]}],
+            })
+        finally:
+            try:
+                await self._invoke("ContainerView", view_id, "DestroyView")
+            except Exception as e:  # the view dies with the session anyway
+                log.debug("DestroyView failed: %s", e)
+        vms = []
+        for obj in objects:
+            vm_id = field(field(obj, "obj", dict, "ObjectContent"), "value", str, "ObjectContent.obj")
+            props = {field(p, "name", str, "DynamicProperty"): p.get("val")
+                     for p in field(obj, "propSet", list, "ObjectContent", default=[])}
+            if props.get("config.template") is True:
+                continue  # templates cannot run guest operations
+            host = props.get("runtime.host")
+            info = VMInfo(
+                id=vm_id,
+                name=expect(props.get("name"), str, f"name of {vm_id}"),
+                power_state=expect(props.get("runtime.powerState", "poweredOff"), str, f"powerState of {vm_id}"),
+                guest_family=props.get("guest.guestFamily") if isinstance(props.get("guest.guestFamily"), str) else None,
+                tools_ready=props.get("guest.guestOperationsReady") is True,
+                host=host.get("value") if isinstance(host, dict) else None,
+            )
+            self._vm_host[vm_id] = info.host
+            self._vm_windows[vm_id] = info.is_windows
+            vms.append(info)
+        return vms
+
+    async def _pin_for(self, vm: str) -> str | None:
+        """The ESXi certificate (PEM) of the VM's host, read once per host; None when not available."""
+        if vm not in self._vm_host:
+            await self.list_vms()
+        host = self._vm_host.get(vm)
+        if host is None:
+            return None
+        if host not in self._host_pem:
+            pem = None
+            try:
+                objects = await self._retrieve({
+                    "_typeName": "PropertyFilterSpec",
+                    "propSet": [{"_typeName": "PropertySpec", "type": "HostSystem", "pathSet": ["config.certificate"]}],
+                    "objectSet": [{"_typeName": "ObjectSpec", "obj": moref("HostSystem", host)}],
+                })
+                for obj in objects:
+                    for prop in obj.get("propSet") or []:
+                        if isinstance(prop, dict) and prop.get("name") == "config.certificate":
+                            pem = certificate_pem(prop.get("val"))
+            except Exception as e:
+                log.warning("cannot read the certificate of host %s (%s); transfers use normal TLS verification",
+                            host, e)
+            self._host_pem[host] = pem
+        return self._host_pem[host]
+
+    # ------------------------------------------------------------------------------------- files
+    def _info(self, entry: Any, name: str | None = None) -> GuestFileInfo:
+        what = "GuestFileInfo"
+        path = field(entry, "path", str, what)
+        kind = FILE_TYPES.get(field(entry, "type", str, what))
+        if kind is None:
+            raise ProtocolError(f"unexpected answer from vCenter: file type {entry.get('type')!r}")
+        attrs = field(entry, "attributes", dict, what, default={})
+        mode = field(attrs, "permissions", int, what, default=None)
+        return GuestFileInfo(
+            name=name if name is not None else path,
+            type=kind,
+            size=field(entry, "size", int, what, default=0),
+            permissions=mode & 0o7777 if mode is not None else None,
+            uid=field(attrs, "ownerId", int, what, default=None),
+            gid=field(attrs, "groupId", int, what, default=None),
+            mtime=parse_time(attrs.get("modificationTime"), "modificationTime"),
+            atime=parse_time(attrs.get("accessTime"), "accessTime"),
+            symlink_target=field(attrs, "symlinkTarget", str, what, default=None),
+        )
+
+    async def list_dir(self, vm: str, creds: GuestCredentials, path: str) -> AsyncIterator[GuestFileInfo]:
+        index = 0
+        while True:
+            page = await self._guest("ListFilesInGuest", vm, creds, path, filePath=path, index=index,
+                                     maxResults=self.config.list_page_size)
+            files = field(page, "files", list, "GuestListFileInfo", default=[])
+            remaining = field(page, "remaining", int, "GuestListFileInfo", default=0)
+            if index == 0 and len(files) == 1 and files[0].get("path") == path and files[0].get("type") != "directory":
+                from guestfs_mount.vsphere.faults import GuestFileError
+                import errno
+
+                raise GuestFileError(f"NotADirectory ({path})", errno=errno.ENOTDIR, fault="NotADirectory",
+                                     path=path, vm=vm)
+            for entry in files:
+                info = self._info(entry)
+                if info.name not in (".", ".."):
+                    yield info
+            index += len(files)
+            if remaining <= 0 or not files:
+                return
+
+    async def stat(self, vm: str, creds: GuestCredentials, path: str) -> GuestFileInfo:
+        # a directory lists "." (itself) first; anything else comes back as the one entry
+        page = await self._guest("ListFilesInGuest", vm, creds, path, filePath=path, maxResults=1)
+        files = field(page, "files", list, "GuestListFileInfo", default=[])
+        if not files:
+            raise ProtocolError(f"ListFilesInGuest of {path} returned no entry")
+        return self._info(files[0], name=basename(path))
+
+    async def _initiate_read(self, vm: str, creds: GuestCredentials, path: str) -> dict:
+        info = await self._guest("InitiateFileTransferFromGuest", vm, creds, path, guestFilePath=path)
+        return expect(info, dict, "FileTransferInformation")
+
+    async def open_read(self, vm: str, creds: GuestCredentials, path: str) -> ReadTransfer:
+        fti = await self._initiate_read(vm, creds, path)
+        url = resolve_host(field(fti, "url", str, "FileTransferInformation"), self.config.url)
+        size = field(fti, "size", int, "FileTransferInformation")
+        attrs = field(fti, "attributes", dict, "FileTransferInformation", default={})
+        info = self._info({"path": path, "type": "file", "size": size, "attributes": attrs}, name=basename(path))
+
+        async def new_url() -> str:
+            again = await self._initiate_read(vm, creds, path)
+            return resolve_host(field(again, "url", str, "FileTransferInformation"), self.config.url)
+
+        client = self.transfers.get(await self._pin_for(vm) if url.startswith("https:") else None)
+        return HttpReadTransfer(client, url, new_url, size, info, f"{path} on {vm}")
+
+    def _attributes(self, vm: str, attrs: FileAttributes | None) -> dict:
+        if self._vm_windows.get(vm):
+            out: dict = {"_typeName": "GuestWindowsFileAttributes"}
+        else:
+            out = {"_typeName": "GuestPosixFileAttributes"}
+            if attrs is not None:
+                for key, value in (("permissions", attrs.permissions), ("ownerId", attrs.uid), ("groupId", attrs.gid)):
+                    if value is not None:
+                        out[key] = value
+        if attrs is not None:
+            if attrs.mtime is not None:
+                out["modificationTime"] = format_time(attrs.mtime)
+            if attrs.atime is not None:
+                out["accessTime"] = format_time(attrs.atime)
+        return out
+
+    async def upload(self, vm, creds, path, source, size, attrs=None, overwrite=True, progress=None) -> None:
+        async def new_url() -> str:
+            url = await self._guest("InitiateFileTransferToGuest", vm, creds, path, guestFilePath=path,
+                                    fileAttributes=self._attributes(vm, attrs), fileSize=size, overwrite=overwrite)
+            return resolve_host(expect(url, str, "InitiateFileTransferToGuest result"), self.config.url)
+
+        url = await new_url()
+        client = self.transfers.get(await self._pin_for(vm) if url.startswith("https:") else None)
+        await put_file(client, url, new_url, source, size, progress, f"{path} on {vm}")
+
+    async def mkdir(self, vm, creds, path, parents=False) -> None:
+        await self._guest("MakeDirectoryInGuest", vm, creds, path, directoryPath=path, createParentDirectories=parents)
+
+    async def remove_file(self, vm, creds, path) -> None:
+        await self._guest("DeleteFileInGuest", vm, creds, path, filePath=path)
+
+    async def remove_dir(self, vm, creds, path, recursive=False) -> None:
+        await self._guest("DeleteDirectoryInGuest", vm, creds, path, directoryPath=path, recursive=recursive)
+
+    async def move_file(self, vm, creds, src, dst, overwrite=False) -> None:
+        await self._guest("MoveFileInGuest", vm, creds, src, srcFilePath=src, dstFilePath=dst, overwrite=overwrite)
+
+    async def move_dir(self, vm, creds, src, dst) -> None:
+        await self._guest("MoveDirectoryInGuest", vm, creds, src, srcDirectoryPath=src, dstDirectoryPath=dst)
+
+    async def set_attributes(self, vm, creds, path, attrs) -> None:
+        await self._guest("ChangeFileAttributesInGuest", vm, creds, path, guestFilePath=path,
+                          fileAttributes=self._attributes(vm, attrs))
+
+    async def make_temp(self, vm, creds, prefix="", suffix="", directory=None, is_dir=False) -> str:
+        method = "CreateTemporaryDirectoryInGuest" if is_dir else "CreateTemporaryFileInGuest"
+        body = {"prefix": prefix, "suffix": suffix}
+        if directory:
+            body["directoryPath"] = directory
+        result = await self._guest(method, vm, creds, directory or "(temp)", **body)
+        return expect(result, str, f"{method} result")
+
+
+def guest_auth(creds: GuestCredentials) -> dict:
+    if creds.saml_token:
+        auth = {"_typeName": "SAMLTokenAuthentication", "interactiveSession": False, "token": creds.saml_token}
+        if creds.username:
+            auth["username"] = creds.username
+        return auth
+    return {"_typeName": "NamePasswordAuthentication", "interactiveSession": False, "username": creds.username,
+            "password": creds.password or ""}
