@@ -6,6 +6,7 @@ Nothing here logs a request body, a session id or a transfer token.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import ssl
@@ -51,13 +52,25 @@ def make_api_client(config: ClientConfig) -> httpx.AsyncClient:
     )
 
 
-def connection_error(e: httpx.HTTPError, what: str) -> ConnectionFailed:
-    """A transport failure as the one exception callers see; the URL (and its query) is never in the text."""
-    if isinstance(e, httpx.TimeoutException):
-        import errno
+def _root_cause(e: BaseException) -> BaseException:
+    seen = 0
+    while (e.__cause__ or e.__context__) is not None and seen < 10:
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return e
 
+
+def connection_error(e: httpx.HTTPError, what: str) -> ConnectionFailed:
+    """A transport failure as the one exception callers see, with its real cause (a certificate that is not
+    trusted, a refused connection...); the URL (and its query) is never in the text."""
+    if isinstance(e, httpx.TimeoutException):
         return ConnectionFailed(f"{what}: timed out ({type(e).__name__})", errno=errno.ETIMEDOUT)
-    reason = str(e).split("\n")[0] or type(e).__name__
+    root = _root_cause(e)
+    if isinstance(root, ssl.SSLCertVerificationError):
+        reason = (f"TLS certificate not trusted ({root.verify_message}); "
+                  "set ca_file to the CA that signed it (or insecure = true, for a lab only)")
+    else:
+        reason = str(e).split("\n")[0] or str(root).split("\n")[0] or type(root).__name__
     return ConnectionFailed(f"{what}: {reason}")
 
 
