@@ -48,6 +48,7 @@ def setup_logging(debug: bool, secrets: Callable[[], Iterable[str]] = tuple) -> 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    # httpx logs every request URL at INFO, transfer tokens included: keep it quiet unless debugging
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+    # httpx logs every request line at INFO (transfer tokens are redacted above): only when debugging.
+    # httpcore's DEBUG traces print raw headers, session ids included, in a shape no filter can rely on: never.
+    logging.getLogger("httpx").setLevel(logging.INFO if debug else logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
