@@ -25,7 +25,7 @@ from guestfs_mount.vsphere.faults import (
 )
 from guestfs_mount.vsphere.guestfiles import ClientConfig, open_client
 from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestCredentials
-from guestfs_mount.vsphere.transfer import HttpReadTransfer, TransferClients, resolve_host
+from guestfs_mount.vsphere.transfer import HttpReadTransfer, TransferClients, put_file, resolve_host
 from tests.helpers.badserver import Answer, bad_server
 from tests.helpers.simulator import running_simulator
 
@@ -444,6 +444,28 @@ async def test_a_content_length_lie_ends_in_an_error_without_memory_growth():
         finally:
             await clients.aclose()
     assert "1000" in str(e.value)
+
+
+async def test_put_sends_an_exact_content_length_and_is_never_chunked(tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 7))  # more than one read chunk
+    with bad_server({"/guestFile": Answer(200, b"")}) as server:
+        clients = TransferClients(ClientConfig(url=server.url, username="u", password="p", timeout=5))
+
+        async def no_new_url():
+            raise AssertionError("the PUT succeeded, so no new URL may be asked for")
+
+        try:
+            with trio.fail_after(20):
+                await put_file(clients.get(None), f"{server.url}/guestFile?id=1&token=t", no_new_url, src,
+                               src.stat().st_size, None, "/src")
+        finally:
+            await clients.aclose()
+    [(method, _, headers, received)] = server.requests
+    assert method == "PUT"
+    assert headers.get("content-length") == str(src.stat().st_size) == str(received)
+    assert "transfer-encoding" not in headers
+    assert headers.get("connection") == "close"
 
 
 async def test_unreachable_vcenter_fails_fast_with_enotconn():

@@ -27,6 +27,7 @@ class BadServer(ThreadingHTTPServer):
     def __init__(self, answers: dict[str, Answer], default: Answer):
         self.answers = answers
         self.default = default
+        self.requests: list[tuple[str, str, dict[str, str], int]] = []  # method, path, headers, body bytes read
         super().__init__(("127.0.0.1", 0), _Handler)
 
     @property
@@ -42,8 +43,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self):
         length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
+        self.server.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                                     len(body)))
         path = self.path.split("?")[0]
         answer = next((a for prefix, a in self.server.answers.items() if path.startswith(prefix)), self.server.default)
         if answer.hang:
