@@ -25,12 +25,18 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "guestfs-sim"
     timeout = 300  # an idle keep-alive connection holds a thread; drop it eventually
+    # headers and body go out in separate writes: with Nagle on, each answer waits for the client's delayed ACK
+    # (~40 ms per API call)
+    disable_nagle_algorithm = True
     sim: Simulator  # set on the subclass the server makes
 
-    # ---- request context, filled in by the dialects for the log line
+    # ---- request context, filled in by the dialects for the log line; one request at a time per connection
 
-    def setup(self):
-        super().setup()
+    def handle_one_request(self):
+        self._reset_context()
+        super().handle_one_request()
+
+    def _reset_context(self):
         self.op = ""
         self.vm_name = ""
         self.guest_path = ""
