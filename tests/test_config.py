@@ -1,7 +1,6 @@
 """Config file: lookup, validation (one clear line naming the key, exit 2), secrets, permissions, credentials."""
 
 import logging
-import os
 import subprocess
 import sys
 import textwrap

@@ -4,7 +4,6 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO
 from tests.helpers.hellofs import HELLO_DATA
 from tests.helpers.mounting import is_mounted, mounted
 

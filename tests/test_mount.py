@@ -8,7 +8,6 @@ import errno
 import hashlib
 import os
 import re
-import shutil
 import stat
 import subprocess
 import time

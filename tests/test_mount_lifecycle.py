@@ -28,7 +28,6 @@ def test_sigterm_uploads_dirty_files_then_unmounts(tmp_path):
 
 
 def test_a_slow_guest_does_not_block_other_vms(tmp_path):
-    import json
     import subprocess
     import time
 
@@ -36,8 +35,8 @@ def test_a_slow_guest_does_not_block_other_vms(tmp_path):
         (vm1.parent / "slowvm").mkdir()
         (vm1 / "f").write_text("fast")
 
-    with mounted_guestfs(tmp_path, setup=setup, force_local=True) as m:
-        (tmp_path / "control.json").write_text(json.dumps({"slow": {"slowvm": 4}}))
+    with mounted_guestfs(tmp_path, setup=setup) as m:
+        m.sim.latency("slowvm", 4000)
         slow = subprocess.Popen(["ls", str(m.mp / "slowvm")], stdout=subprocess.PIPE)
         try:
             time.sleep(0.3)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from pathlib import Path
 
 import pyfuse3
 import pytest

@@ -30,7 +30,7 @@ def handle(h, sim: Simulator) -> None:
             h.send_json(400, {"error": "operation and fault are required"})
             return
         sim.faults.add(body["operation"], body["fault"], int(body.get("times", 1)), body.get("vm"))
-    elif len(seg) == 3 and seg[0] == "vms" and seg[2] in ("power", "tools"):
+    elif len(seg) == 3 and seg[0] == "vms" and seg[2] in ("power", "tools", "latency"):
         vm = sim.inventory.by_name(seg[1])
         h.vm_name = seg[1]
         if vm is None:
@@ -41,6 +41,8 @@ def handle(h, sim: Simulator) -> None:
                 h.send_json(400, {"error": f"state must be one of {POWER_STATES}"})
                 return
             sim.set_power(vm, body["state"])
+        elif seg[2] == "latency":
+            vm.latency_ms = max(0, int(body.get("ms", 0)))
         else:
             vm.tools_running = bool(body.get("running"))
     else:

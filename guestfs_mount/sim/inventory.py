@@ -23,6 +23,7 @@ class VM:
     tools_running: bool = True
     guest_family: str = "linuxGuest"
     template: bool = False
+    latency_ms: int = 0  # extra delay of this VM's guest operations (a slow guest), set through /_sim
 
     @property
     def windows(self) -> bool:

@@ -171,6 +171,8 @@ class Simulator:
         """The checks of every guest operation, in a real vCenter's order; returns the VM and its file system."""
         vm = self.inventory.by_id(vm_id) if isinstance(vm_id, str) else None
         self.begin(operation, vm.name if vm else None)
+        if vm is not None and vm.latency_ms:
+            time.sleep(vm.latency_ms / 1000)
         self.session(token)
         if vm is None:
             raise SimFault(

@@ -1,15 +1,14 @@
 """A `GuestFiles` over a local directory (one subdirectory per VM), for testing the mount without HTTP.
 
-`dialect="rest"` makes listings as thin as REST's (name, type, size only). Calls are counted under the VI method
-names the simulator uses (`ListFilesInGuest`, `guestFile.GET`, ...), into `stats_path` when given; a JSON control
-file (`control_path`: {"faults": {op: [fault, times]}, "off": [vm...], "slow": {vm: seconds}}) injects faults and powers VMs off from
-the test process. Not the simulator: no sessions, no transfer URLs; just the semantics of guest file operations.
+For the unit tests of the FUSE operations, called in-process (integration tests use the real simulator and client).
+`dialect="rest"` makes listings as thin as REST's (name, type, size only). Calls are counted in `calls` under the
+VI method names the simulator uses (`ListFilesInGuest`, `guestFile.GET`, ...); `powered_off` holds VMs that fail
+with EHOSTDOWN. Not the simulator: no sessions, no transfer URLs; just the semantics of guest file operations.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import stat as stat_mod
@@ -29,8 +28,6 @@ VI_NAMES = {
     "mkdir": "MakeDirectoryInGuest", "remove_file": "DeleteFileInGuest", "remove_dir": "DeleteDirectoryInGuest",
     "move_file": "MoveFileInGuest", "move_dir": "MoveDirectoryInGuest", "set_attributes": "ChangeFileAttributesInGuest",
 }
-FAULT_ERRNO = {"FileNotFound": errno.ENOENT, "NoDiskSpace": errno.ENOSPC, "GuestPermissionDenied": errno.EACCES,
-               "FileAlreadyExists": errno.EEXIST}
 
 
 def _err(e: OSError, path: str) -> GuestFileError:
@@ -54,8 +51,7 @@ def _info(p: Path, name: str, thin: bool) -> GuestFileInfo:
 
 
 class LocalTransfer(ReadTransfer):
-    def __init__(self, path: Path, chunk: int, delay: float, fault: Exception | None = None):
-        self._fault = fault
+    def __init__(self, path: Path, chunk: int, delay: float):
         self.path = path
         self.size = path.stat().st_size
         self.info = None
@@ -71,8 +67,6 @@ class LocalTransfer(ReadTransfer):
                 else:
                     await trio.lowlevel.checkpoint()
                 yield data
-                if self._fault is not None:
-                    raise self._fault
 
     async def aclose(self):
         self.closed = True
@@ -80,14 +74,10 @@ class LocalTransfer(ReadTransfer):
 
 class LocalGuest(GuestFiles):
     def __init__(self, root: str | os.PathLike, dialect: str = "vi-json", chunk: int = 256 * 1024,
-                 delay: float = 0.0, stats_path: str | os.PathLike | None = None,
-                 control_path: str | os.PathLike | None = None):
-        self.control_path = Path(control_path) if control_path else None
+                 delay: float = 0.0):
         self.root = Path(root)
-        self.stats_path = Path(stats_path) if stats_path else None
         self.dialect = dialect
         self.calls: Counter = Counter()
-        self.faults: dict[str, list[Exception]] = {}
         self.powered_off: set[str] = set()
         self.chunk = chunk
         self.delay = delay
@@ -97,37 +87,8 @@ class LocalGuest(GuestFiles):
         self.calls[op] += 1
         if method in ("open_read", "upload"):
             self.calls["guestFile.GET" if method == "open_read" else "guestFile.PUT"] += 1
-        if self.stats_path is not None:
-            tmp = self.stats_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.calls))
-            os.replace(tmp, self.stats_path)
-        self._read_control()
         if vm in self.powered_off:
             raise VMUnavailableError("powered off", vm=vm)
-        for name in (op, "guestFile.PUT" if method == "upload" else None):
-            exc = self._take_fault(name)
-            if exc is not None:
-                raise exc
-
-    def _read_control(self) -> None:
-        if self.control_path is None or not self.control_path.exists():
-            return
-        control = json.loads(self.control_path.read_text())
-        self.powered_off = set(control.get("off", []))
-        self._control = control
-
-    def _take_fault(self, op: str | None) -> Exception | None:
-        control = getattr(self, "_control", None)
-        if not control or op not in control.get("faults", {}):
-            return None
-        fault, times = control["faults"][op]
-        if times <= 0:
-            return None
-        control["faults"][op] = [fault, times - 1]
-        self.control_path.write_text(json.dumps(control))
-        if op.startswith("guestFile."):
-            return TransferError(f"{op} aborted ({fault})")
-        return GuestFileError(fault, errno=FAULT_ERRNO.get(fault, errno.EIO), fault=fault)
 
     def _p(self, vm: str, path: str) -> Path:
         return self.root / vm / path.lstrip("/")
@@ -138,12 +99,8 @@ class LocalGuest(GuestFiles):
                        guest_family="linuxGuest", tools_ready=d.name not in self.powered_off)
                 for d in sorted(self.root.iterdir()) if d.is_dir()]
 
-    async def _slow(self, vm) -> None:
-        await trio.sleep(getattr(self, "_control", {}).get("slow", {}).get(vm, 0))
-
     async def list_dir(self, vm, creds, path):
         self._enter("list_dir", vm)
-        await self._slow(vm)
         p = self._p(vm, path)
         try:
             names = sorted(os.listdir(p))
@@ -157,7 +114,6 @@ class LocalGuest(GuestFiles):
 
     async def stat(self, vm, creds, path):
         self._enter("stat", vm)
-        await self._slow(vm)
         p = self._p(vm, path)
         try:
             return _info(p, p.name, False)
@@ -166,12 +122,11 @@ class LocalGuest(GuestFiles):
 
     async def open_read(self, vm, creds, path):
         self._enter("open_read", vm)
-        get_fault = self._take_fault("guestFile.GET")
         p = self._p(vm, path)
         if p.is_dir():
             raise GuestFileError("not a file", errno=errno.EISDIR, path=path)
         try:
-            return LocalTransfer(p, self.chunk, self.delay, get_fault)
+            return LocalTransfer(p, self.chunk, self.delay)
         except OSError as e:
             raise _err(e, path) from None
 

@@ -64,6 +64,10 @@ class Simulator:
     def tools(self, vm: str, running: bool) -> None:
         self._control("POST", f"/_sim/vms/{vm}/tools", {"running": running})
 
+    def latency(self, vm: str, ms: int) -> None:
+        """Make every guest operation on this VM take `ms` longer (a slow guest)."""
+        self._control("POST", f"/_sim/vms/{vm}/latency", {"ms": ms})
+
     def expire_sessions(self) -> None:
         self._control("POST", "/_sim/sessions/expire", {})
 
