@@ -4,6 +4,9 @@ for transfer URLs (API.md §1)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import errno
 import logging
 from typing import Any, AsyncIterator
 
@@ -11,7 +14,7 @@ import httpx
 
 from guestfs_mount.vsphere.base import DialectClient, basename, format_time, parse_time
 from guestfs_mount.vsphere.faultmap import vi_fault_error
-from guestfs_mount.vsphere.faults import ProtocolError
+from guestfs_mount.vsphere.faults import GuestFileError, ProtocolError
 from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
 from guestfs_mount.vsphere.http import decode_json, expect, field, send
 from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestCredentials, GuestFileInfo, VMInfo
@@ -45,11 +48,9 @@ def certificate_pem(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(b, int) for b in value):
         return bytes(b & 0xFF for b in value).decode("ascii", "replace")
     if isinstance(value, str):
-        import base64
-
         try:
-            return base64.b64decode(value).decode("ascii", "replace")
-        except ValueError:
+            return base64.b64decode(value, validate=True).decode("ascii", "replace")
+        except binascii.Error:
             return None
     return None
 
@@ -82,7 +83,7 @@ class ViJsonClient(DialectClient):
             payload = decode_json(response, name) if response.status_code == 500 else None
             if isinstance(payload, dict) and isinstance(payload.get("_typeName"), str):
                 error = vi_fault_error(payload, path=path, vm=vm)
-                if error.__dict__.get("fault") == "NotAuthenticated" and session and attempt == 0:
+                if getattr(error, "fault", None) == "NotAuthenticated" and session and attempt == 0:
                     await self.relogin(token)
                     continue
                 raise error
@@ -237,10 +238,8 @@ class ViJsonClient(DialectClient):
                                      maxResults=self.config.list_page_size)
             files = field(page, "files", list, "GuestListFileInfo", default=[])
             remaining = field(page, "remaining", int, "GuestListFileInfo", default=0)
+            # a non-directory path lists as itself, one entry with the full path (the guest agent's answer)
             if index == 0 and len(files) == 1 and files[0].get("path") == path and files[0].get("type") != "directory":
-                from guestfs_mount.vsphere.faults import GuestFileError
-                import errno
-
                 raise GuestFileError(f"NotADirectory ({path})", errno=errno.ENOTDIR, fault="NotADirectory",
                                      path=path, vm=vm)
             for entry in files:
