@@ -94,3 +94,25 @@ def _read(path) -> str:
         return path.read_text()
     except FileNotFoundError:
         return ""
+
+
+def test_mount_helper_mounts_as_mount8_calls_it(tmp_path):
+    """`mount -t fuse.guestfs vcenter MP -o ...` runs `mount.fuse.guestfs vcenter MP -o ...`: the same call here,
+    with the fstab-only options an fstab line carries."""
+    helper = os.path.join(os.path.dirname(sys.executable), "mount.fuse.guestfs")
+    root = tmp_path / "vms"
+    (root / "alpha").mkdir(parents=True)
+    (root / "alpha/issue").write_text("Debian\n")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    with running_simulator(root, log_path=tmp_path / "sim.log") as sim:
+        config = _config(tmp_path / "config.toml", sim.url, tmp_path)
+        try:
+            done = subprocess.run([helper, "vcenter", str(mnt), "-o",
+                                   f"rw,config={config},_netdev,x-systemd.automount,nofail"],
+                                  capture_output=True, text=True, timeout=60, env=env)
+            assert done.returncode == 0, done.stderr
+            assert (mnt / "alpha/issue").read_text() == "Debian\n"
+        finally:
+            unmount(mnt)
