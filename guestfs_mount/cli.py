@@ -3,12 +3,14 @@
     guestfs-mount MOUNTPOINT [--config FILE] [--foreground|-f] [-o opt,...] [--vm NAME ...] [--read-only]
                   [--allow-other] [--debug]
     guestfs-mount demo [DIR]
+    guestfs-mount status MOUNTPOINT [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -22,7 +24,8 @@ from guestfs_mount.logsetup import setup_logging
 
 log = logging.getLogger("guestfs_mount")
 
-SUBCOMMANDS = ("demo",)
+SUBCOMMANDS = ("demo", "status")
+STATUS_TIMEOUT = 5.0  # seconds to wait for a running mount's status
 # -o options that are ours; any other -o option goes to FUSE as it is
 OWN_OPTIONS = {"config", "vm", "ro", "rw", "allow_other", "debug", "foreground"}
 
@@ -31,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="guestfs-mount",
         description="Mount the files inside vSphere VMs at MOUNTPOINT/<vm name>/<guest path>.",
-        epilog="Other commands: `guestfs-mount demo [DIR]` runs a simulated vCenter with sample VMs and mounts it. "
+        epilog="Other commands: `guestfs-mount demo [DIR]` runs a simulated vCenter with sample VMs and mounts it; "
+        "`guestfs-mount status MOUNTPOINT [--json]` shows a running mount's transfers and cache. "
         "Config: --config FILE, else $XDG_CONFIG_HOME/guestfs-mount/config.toml, else /etc/guestfs-mount/config.toml.",
     )
     parser.add_argument("--version", action="version", version=f"guestfs-mount {__version__}")
@@ -76,6 +80,8 @@ def apply_mount_options(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "status":
+        return status_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         from guestfs_mount.demo import main as demo_main
 
@@ -134,9 +140,7 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
     from guestfs_mount.fs.settings import MountSettings
 
     mount, cache = config.mount, config.cache
-    # one spool directory per mount point, so two mounts never share spool files
-    mount_id = hashlib.sha256(mountpoint.encode()).hexdigest()[:12]
-    spool = Path(mount["spool_dir"]) if "spool_dir" in mount else state_dir() / "spool" / mount_id
+    spool = Path(mount["spool_dir"]) if "spool_dir" in mount else state_dir() / "spool" / mount_id(mountpoint)
     recovery = Path(mount["recovery_dir"]) if "recovery_dir" in mount else state_dir() / "recovered"
     optional_cache = {k: float(cache[k]) for k in ("attr_ttl", "dir_ttl", "vm_list_ttl") if k in cache}
     return MountSettings(
@@ -148,8 +152,91 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
         only_vms=tuple(args.vms or mount.get("vms", ())),
         windows_drives=tuple(mount.get("windows_drives", ("C:",))),
         fuse_options=tuple(fuse_options),
+        control_socket=control_socket(mountpoint),
         **optional_cache,
     )
+
+
+def mount_id(mountpoint: str) -> str:
+    """Names what belongs to one mount point (its spool directory, its status socket): two mounts never share."""
+    return hashlib.sha256(mountpoint.encode()).hexdigest()[:12]
+
+
+def control_socket(mountpoint: str) -> Path:
+    """The status socket of the mount at `mountpoint` (an absolute, resolved path)."""
+    return state_dir() / "run" / f"{mount_id(mountpoint)}.sock"
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+
+def status_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="guestfs-mount status",
+        description="Show a running mount's live transfers and cache figures.",
+    )
+    parser.add_argument("mountpoint", help="where guestfs-mount is mounted")
+    parser.add_argument("--json", action="store_true", help="print the mount's status document as JSON")
+    args = parser.parse_args(argv)
+    mountpoint = os.path.realpath(args.mountpoint)
+    try:
+        status = read_status(control_socket(mountpoint))
+    except (FileNotFoundError, ConnectionRefusedError):  # no socket, or one left by a mount that died
+        print(f"guestfs-mount: no guestfs-mount running at {mountpoint}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"guestfs-mount: cannot read the status of the mount at {mountpoint}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(format_status(status))
+    return 0
+
+
+def read_status(path: Path) -> dict:
+    """The JSON document the mount's status socket sends; OSError when nothing listens there."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(STATUS_TIMEOUT)
+        sock.connect(str(path))
+        data = bytearray()
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = json.loads(data)
+    if not isinstance(status, dict):
+        raise ValueError("the status is not a JSON object")
+    return status
+
+
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f}"
+
+
+def format_status(status: dict) -> str:
+    """The status document as a table of transfers, then the figures."""
+    lines = [f"guestfs-mount at {status.get('mountpoint')}: pid {status.get('pid')}, "
+             f"{status.get('dialect')} dialect, up {status.get('uptime_s', 0):.0f} s"]
+    if "error" in status:
+        lines.append(f"error: {status['error']}")
+    transfers = status.get("transfers") or []
+    if not transfers:
+        lines.append("no transfers in flight")
+    else:
+        rows = [("VM", "PATH", "DIRECTION", "DONE/TOTAL MiB", "%", "MiB/s")]
+        for t in transfers:
+            total = t.get("total")
+            done = t.get("done", 0)
+            rows.append((str(t.get("vm")), str(t.get("path")), str(t.get("direction")),
+                         f"{_mib(done)}/{_mib(total) if total is not None else '?'}",
+                         f"{100 * done / total:.0f}" if total else "-", _mib(t.get("rate_bps", 0))))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    figures = status.get("figures") or {}
+    if figures:
+        lines.append("")
+        width = max(len(k) for k in figures)
+        lines += [f"{key.replace('_', ' ').ljust(width)}  {value}" for key, value in figures.items()]
+    return "\n".join(lines)
 
 
 def _notify_ready() -> None:

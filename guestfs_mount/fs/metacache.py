@@ -32,16 +32,20 @@ class MetaCache:
         self.listings: TTLCache = TTLCache(maxsize=max(1000, maxsize // 20), ttl=max(dir_ttl, 1e-6),
                                            timer=time.monotonic)
         self.enabled = attr_ttl > 0
+        self.hits = self.misses = 0  # lookups the cache answered / could not answer (for `status`)
 
     # --- reading ---------------------------------------------------------------------------------------
     def lookup(self, path: str) -> tuple[bool, GuestFileInfo | None]:
         """(known, record): known is False when the cache cannot tell; record None means "does not exist"."""
         if path in self.attrs:
+            self.hits += 1
             return True, self.attrs[path]
         parent, name = split(path)
         listing = self.listings.get(parent)
         if listing is not None:
+            self.hits += 1
             return True, listing.get(name, MISSING)
+        self.misses += 1
         return False, None
 
     def listing(self, path: str) -> dict[str, GuestFileInfo] | None:
@@ -97,6 +101,14 @@ class MetaCache:
         self.remove_tree(new)
         self.remove_tree(old)
         self.put(new, info)
+
+    def figures(self) -> dict[str, int]:
+        """Counts for `guestfs-mount status` (expired entries dropped first)."""
+        self.attrs.expire()
+        self.listings.expire()
+        negative = sum(1 for info in self.attrs.values() if info is None)
+        return {"attrs_cached": len(self.attrs) - negative, "negative_cached": negative,
+                "listings_cached": len(self.listings), "cache_hits": self.hits, "cache_misses": self.misses}
 
     def clear(self) -> None:
         self.attrs.clear()

@@ -1,10 +1,12 @@
 """Start-up and shutdown of the mount: connect, build the operations, serve until unmounted or signalled,
-upload what is dirty, unmount."""
+upload what is dirty, unmount. The status socket (`guestfs-mount status`) is served for as long as the mount."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import time
 from contextlib import AbstractAsyncContextManager
 from typing import Callable
 
@@ -13,6 +15,7 @@ import trio
 
 from guestfs_mount.fs.operations import GuestOperations
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
+from guestfs_mount.fs.status import serve_status
 from guestfs_mount.vsphere.guestfiles import GuestFiles
 
 log = logging.getLogger(__name__)
@@ -48,14 +51,22 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
         ops = GuestOperations(client, credentials, settings)
         pyfuse3.init(ops, mountpoint, fuse_options(settings))
         try:
-            log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
-            if ready is not None:
-                ready()
             async with trio.open_nursery() as nursery:
-                ops.nursery = nursery
                 nursery.start_soon(_stop_on_signal, ops, nursery)
-                await pyfuse3.main(max_tasks=MAX_TASKS)
-                nursery.cancel_scope.cancel()  # unmounted from outside: end the signal task and downloads
+                # the status socket, downloads and FUSE end before the signal task: a SIGTERM that comes while
+                # they wind down is still caught, and the socket file is always removed
+                async with trio.open_nursery() as serving:
+                    ops.nursery = serving
+                    if settings.control_socket is not None:
+                        # listening before ready(): once the command returns, `status` works
+                        await serving.start(serve_status, settings.control_socket,
+                                            _status_document(mountpoint, client, ops))
+                    log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
+                    if ready is not None:
+                        ready()
+                    await pyfuse3.main(max_tasks=MAX_TASKS)
+                    serving.cancel_scope.cancel()  # unmounted from outside: end the status socket and downloads
+                nursery.cancel_scope.cancel()  # then the signal task
         finally:
             with trio.CancelScope(shield=True):
                 await ops.flush_all()
@@ -63,6 +74,17 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
             pyfuse3.close(unmount=True)
             log.info("unmounted %s (largest write %d bytes, largest read %d)", mountpoint, ops.largest_write,
                      ops.largest_read)
+
+
+def _status_document(mountpoint: str, client: GuestFiles, ops: GuestOperations):
+    started = time.monotonic()
+
+    def document() -> dict:
+        return {"mountpoint": mountpoint, "pid": os.getpid(), "dialect": getattr(client, "dialect", None),
+                "uptime_s": round(time.monotonic() - started, 1), "transfers": ops.transfers.snapshot(),
+                "figures": ops.figures()}
+
+    return document
 
 
 async def _stop_on_signal(ops: GuestOperations, nursery: trio.Nursery) -> None:

@@ -26,6 +26,7 @@ from guestfs_mount.fs.inodes import InodeTable, is_under, join, split
 from guestfs_mount.fs.metacache import MetaCache, is_complete
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
 from guestfs_mount.fs.spool import Spool
+from guestfs_mount.fs.status import LiveTransfer, LiveTransfers
 from guestfs_mount.fs.vms import VMDirectory
 from guestfs_mount.vsphere.faults import VMUnavailableError, VSphereError
 from guestfs_mount.vsphere.guestfiles import GuestFiles, ReadTransfer
@@ -93,6 +94,7 @@ class GuestOperations(pyfuse3.Operations):
         self.handles = HandleTable()
         self.ttl = settings.attr_ttl
         self.nursery: trio.Nursery | None = None  # set by mount.py; owns downloads
+        self.transfers = LiveTransfers()  # downloads and uploads in flight, for `guestfs-mount status`
         self._open_sig: dict[int, tuple[int, float | None]] = {}  # inode -> (size, mtime) at its last open
         self._listing_now: dict[str, trio.Event] = {}  # directories whose listing is being fetched
         self.largest_write = self.largest_read = 0  # logged at unmount: what the kernel really sends
@@ -558,9 +560,10 @@ class GuestOperations(pyfuse3.Operations):
             return  # failed: the readers get its errno until the file is closed
         path = self._path(of.inode)
 
-        async def opener() -> ReadTransfer:
+        async def opener() -> tuple[ReadTransfer, LiveTransfer]:
             target = await self.vms.target(path)
-            return await self.client.open_read(target.vm.id, target.creds, target.guest_path)
+            transfer = await self.client.open_read(target.vm.id, target.creds, target.guest_path)
+            return transfer, self.transfers.start(target.vm.name, target.guest_path, "download", transfer.size)
 
         def on_info(transfer: ReadTransfer) -> None:
             record = transfer.info or of.info
@@ -674,8 +677,10 @@ class GuestOperations(pyfuse3.Operations):
             gid = of.gid if of.gid is not None else (base.gid if base else None)
             try:
                 target = await self.vms.target(path)
-                await self.client.upload(target.vm.id, target.creds, target.guest_path, str(of.spool.path), size,
-                                         attrs=FileAttributes(permissions=perms), overwrite=True)
+                with self.transfers.start(target.vm.name, target.guest_path, "upload", size) as live:
+                    await self.client.upload(target.vm.id, target.creds, target.guest_path, str(of.spool.path),
+                                             size, attrs=FileAttributes(permissions=perms), overwrite=True,
+                                             progress=live.advance)
                 of.on_guest = True
                 attrs = FileAttributes(permissions=perms, uid=uid, gid=gid, mtime=mtime, atime=atime)
                 try:
@@ -713,6 +718,13 @@ class GuestOperations(pyfuse3.Operations):
             log.error("upload of %s failed (%s); its content is kept in %s", path, error, dest)
         except OSError as e:
             log.error("upload of %s failed (%s) and its content could not be kept: %s", path, error, e)
+
+    def figures(self) -> dict[str, int]:
+        """Counts for `guestfs-mount status`."""
+        return {**self.cache.figures(), "inodes": len(self.inodes), "open_files": len(self.handles.files),
+                "dirty_files": len(self.handles.dirty_files()),
+                "spool_bytes": sum(of.spool.disk_bytes() for of in self.handles.files.values()),
+                "vms_listed": self.vms.listed, "live_transfers": len(self.transfers)}
 
     def close_spools(self) -> None:
         """At shutdown: delete the spool files of handles the kernel will never release."""

@@ -30,3 +30,4 @@ class MountSettings:
     windows_drives: tuple[str, ...] = ("C:",)  # what a Windows VM's directory holds
     fsname: str = "guestfs"
     fuse_options: tuple[str, ...] = ()  # extra -o options, passed to pyfuse3.init
+    control_socket: Path | None = None  # unix socket that serves `guestfs-mount status` (None: no status)

@@ -5,6 +5,7 @@ nursery); readers wait only until their byte range is there (`wait_for`). A fail
 waiter with the error's errno; it never looks like a complete short file. `cancel` stops a download nobody waits
 for any more. Writes go straight into the file (after the download completed, or after a truncate to 0, which
 makes the spool complete without any download). The owner (an `OpenFile`) calls `close` to delete the file.
+While the download runs it is on the mount's `LiveTransfers` (what `guestfs-mount status` shows).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Awaitable, Callable
 import pyfuse3
 import trio
 
+from guestfs_mount.fs.status import LiveTransfer
 from guestfs_mount.vsphere.faults import VSphereError
 from guestfs_mount.vsphere.guestfiles import ReadTransfer
 
@@ -26,8 +28,8 @@ log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 
-# opens a transfer: the caller binds VM, credentials and guest path
-Opener = Callable[[], Awaitable[ReadTransfer]]
+# opens a transfer, and puts it on the registry of live transfers: the caller binds VM, credentials and guest path
+Opener = Callable[[], Awaitable[tuple[ReadTransfer, LiveTransfer]]]
 # called once when a download learns the file's size (and maybe its record)
 OnInfo = Callable[[ReadTransfer], None]
 
@@ -63,17 +65,20 @@ class Spool:
         with trio.CancelScope() as scope:
             self._scope = scope
             try:
-                transfer = await opener()
-                async with transfer:
-                    async for chunk in transfer.chunks():
-                        if scope.cancel_called:  # a chunk delivered after cancel() must not land in the file
-                            break
-                        if on_info is not None:
-                            on_info(transfer)
-                            on_info = None
-                        os.pwrite(self.fd, chunk, self.have)
-                        self.have += len(chunk)
-                        self._notify()
+                transfer, live = await opener()
+                with live:
+                    async with transfer:
+                        async for chunk in transfer.chunks():
+                            if scope.cancel_called:  # a chunk delivered after cancel() must not land in the file
+                                break
+                            if on_info is not None:
+                                on_info(transfer)
+                                on_info = None
+                            os.pwrite(self.fd, chunk, self.have)
+                            self.have += len(chunk)
+                            live.total = transfer.size
+                            live.advance(self.have)
+                            self._notify()
                     if on_info is not None and not scope.cancel_called:
                         on_info(transfer)
                     if not scope.cancel_called and transfer.size is not None and transfer.size != self.have:
@@ -145,6 +150,10 @@ class Spool:
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
+
+    def disk_bytes(self) -> int:
+        """Bytes the spool file takes on disk (0 once closed)."""
+        return os.fstat(self.fd).st_blocks * 512 if self.fd >= 0 else 0
 
     def close(self) -> None:
         self.cancel()

@@ -55,6 +55,11 @@ class VMDirectory:
     def invalidate(self) -> None:
         self._vms = None
 
+    @property
+    def listed(self) -> int:
+        """How many VMs the last VM list held (0 before the first)."""
+        return len(self._vms or {})
+
     async def vm(self, name: str) -> VMInfo:
         vm = (await self.vms()).get(name)
         if vm is None:

@@ -1,4 +1,5 @@
-"""The /_sim control endpoints (plain JSON, no auth): power, Tools, planned faults, session expiry, call counts."""
+"""The /_sim control endpoints (plain JSON, no auth): power, Tools, latency, transfer throttle, planned faults,
+session expiry, call counts."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def handle(h, sim: Simulator) -> None:
             h.send_json(400, {"error": "operation and fault are required"})
             return
         sim.faults.add(body["operation"], body["fault"], int(body.get("times", 1)), body.get("vm"))
-    elif len(seg) == 3 and seg[0] == "vms" and seg[2] in ("power", "tools", "latency"):
+    elif len(seg) == 3 and seg[0] == "vms" and seg[2] in ("power", "tools", "latency", "throttle"):
         vm = sim.inventory.by_name(seg[1])
         h.vm_name = seg[1]
         if vm is None:
@@ -43,6 +44,8 @@ def handle(h, sim: Simulator) -> None:
             sim.set_power(vm, body["state"])
         elif seg[2] == "latency":
             vm.latency_ms = max(0, int(body.get("ms", 0)))
+        elif seg[2] == "throttle":
+            vm.throttle_bps = max(0, int(body.get("bytes_per_s", 0)))
         else:
             vm.tools_running = bool(body.get("running"))
     else:

@@ -24,6 +24,7 @@ class VM:
     guest_family: str = "linuxGuest"
     template: bool = False
     latency_ms: int = 0  # extra delay of this VM's guest operations (a slow guest), set through /_sim
+    throttle_bps: int = 0  # cap on this VM's /guestFile GET and PUT bodies in bytes/s (0: none), set through /_sim
 
     @property
     def windows(self) -> bool:

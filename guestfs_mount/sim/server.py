@@ -170,6 +170,10 @@ class Handler(BaseHTTPRequestHandler):
             self.sim.transfers.release(t, ok, self.connection)
         return ""
 
+    def _throttle(self, t):
+        vm = self.sim.inventory.by_name(t.vm)
+        return (lambda: vm.throttle_bps) if vm is not None else (lambda: 0)
+
     def _get(self, t, fault) -> bool:
         try:
             size = os.stat(t.host_path).st_size
@@ -188,7 +192,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if fault:
             self.close_connection = True
-        send_file(t, self.wfile, bool(fault))
+        send_file(t, self.wfile, bool(fault), self._throttle(t))
         return True
 
     def _put(self, t, fault) -> bool:
@@ -205,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
             )
             return False
         try:
-            receive_file(t, self.rfile, t.size, bool(fault))
+            receive_file(t, self.rfile, t.size, bool(fault), self._throttle(t))
         except Aborted as err:
             if "planned" in str(err):
                 self.send_json(500, {"error": f"transfer failed: {fault}"}, {"Connection": "close"})

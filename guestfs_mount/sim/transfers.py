@@ -1,6 +1,7 @@
 """The /guestFile endpoint: a registry of one-shot transfer URLs, and streaming between socket and disk.
 
-Bodies move in 1 MiB chunks, so memory stays flat whatever the file size. A URL is spent by its first
+Bodies move in 1 MiB chunks, so memory stays flat whatever the file size; a throttled VM's bodies move in
+64 KiB chunks with a pause after each (read anew per chunk, so lifting the throttle speeds a transfer in flight). A URL is spent by its first
 successful request, lives 10 minutes, and dies (cutting any request in flight) when its VM leaves poweredOn.
 """
 
@@ -13,6 +14,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .guestfs import Attributes, apply_attributes
 
@@ -20,6 +22,25 @@ CHUNK = 1 << 20
 LIFETIME = 600.0
 # What a faulted GET sends before it cuts the connection.
 PARTIAL_BYTES = 64 * 1024
+THROTTLED_CHUNK = 64 * 1024
+
+# bytes per second allowed now (0: unlimited), asked before each chunk
+Throttle = Callable[[], int]
+
+
+def _no_throttle() -> int:
+    return 0
+
+
+def _chunk(throttle: Throttle) -> tuple[int, int]:
+    """(chunk size, bytes per second) for the next chunk."""
+    rate = throttle()
+    return (min(CHUNK, THROTTLED_CHUNK), rate) if rate > 0 else (CHUNK, 0)
+
+
+def _pause(n: int, rate: int) -> None:
+    if rate > 0:
+        time.sleep(n / rate)
 
 
 @dataclass
@@ -126,7 +147,7 @@ class Aborted(Exception):
     """The transfer was cut (power change, planned fault, client gone)."""
 
 
-def send_file(t: Transfer, wfile, fault: bool) -> None:
+def send_file(t: Transfer, wfile, fault: bool, throttle: Throttle = _no_throttle) -> None:
     """Write the file's bytes (headers already sent). With `fault`, stop after a few bytes."""
     limit = PARTIAL_BYTES if fault else None
     sent = 0
@@ -136,7 +157,8 @@ def send_file(t: Transfer, wfile, fault: bool) -> None:
         while True:
             if t.dead:
                 raise Aborted("VM power state changed")
-            want = CHUNK if limit is None else min(CHUNK, limit - sent)
+            size, rate = _chunk(throttle)
+            want = size if limit is None else min(size, limit - sent)
             if want <= 0:
                 raise Aborted("planned fault")
             n = f.readinto(view[:want])
@@ -144,9 +166,10 @@ def send_file(t: Transfer, wfile, fault: bool) -> None:
                 return
             wfile.write(view[:n])
             sent += n
+            _pause(n, rate)
 
 
-def receive_file(t: Transfer, rfile, length: int, fault: bool) -> None:
+def receive_file(t: Transfer, rfile, length: int, fault: bool, throttle: Throttle = _no_throttle) -> None:
     """Read exactly `length` bytes into a temp file beside the target, then rename it into place.
 
     Nothing is written to the target unless every byte arrived; `fault` reads some bytes then gives up.
@@ -161,11 +184,13 @@ def receive_file(t: Transfer, rfile, length: int, fault: bool) -> None:
                     raise Aborted("VM power state changed")
                 if fault and length - left >= min(PARTIAL_BYTES, length // 2):
                     raise Aborted("planned fault")
-                data = rfile.read(min(CHUNK, left))
+                size, rate = _chunk(throttle)
+                data = rfile.read(min(size, left))
                 if not data:
                     raise Aborted("client closed the connection early")
                 out.write(data)
                 left -= len(data)
+                _pause(len(data), rate)
             if fault:
                 raise Aborted("planned fault")
         os.chmod(tmp, 0o644)

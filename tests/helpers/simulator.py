@@ -68,6 +68,10 @@ class Simulator:
         """Make every guest operation on this VM take `ms` longer (a slow guest)."""
         self._control("POST", f"/_sim/vms/{vm}/latency", {"ms": ms})
 
+    def throttle(self, vm: str, bytes_per_s: int) -> None:
+        """Cap this VM's /guestFile GET and PUT bodies at `bytes_per_s` (0: unlimited), also for those in flight."""
+        self._control("POST", f"/_sim/vms/{vm}/throttle", {"bytes_per_s": bytes_per_s})
+
     def expire_sessions(self) -> None:
         self._control("POST", "/_sim/sessions/expire", {})
 
