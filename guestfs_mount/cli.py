@@ -167,6 +167,17 @@ def control_socket(mountpoint: str) -> Path:
     return state_dir() / "run" / f"{mount_id(mountpoint)}.sock"
 
 
+# the systemd unit's StateDirectory=guestfs-mount: where a mount run as a service keeps its socket
+SERVICE_STATE_DIR = Path("/var/lib/guestfs-mount")
+
+
+def status_sockets(mountpoint: str) -> list[Path]:
+    """Where the status socket of a mount may be: our own state directory, then the systemd service's."""
+    own = control_socket(mountpoint)
+    service = SERVICE_STATE_DIR / "run" / own.name
+    return [own] if service == own else [own, service]
+
+
 # ---------------------------------------------------------------------------------------------- status
 
 
@@ -179,13 +190,17 @@ def status_main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print the mount's status document as JSON")
     args = parser.parse_args(argv)
     mountpoint = os.path.realpath(args.mountpoint)
-    try:
-        status = read_status(control_socket(mountpoint))
-    except (FileNotFoundError, ConnectionRefusedError):  # no socket, or one left by a mount that died
+    for path in status_sockets(mountpoint):
+        try:
+            status = read_status(path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):  # no socket, or one left by a mount that died
+            continue
+        except (OSError, ValueError) as e:
+            print(f"guestfs-mount: cannot read the status of the mount at {mountpoint}: {e}", file=sys.stderr)
+            return 1
+    else:
         print(f"guestfs-mount: no guestfs-mount running at {mountpoint}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as e:
-        print(f"guestfs-mount: cannot read the status of the mount at {mountpoint}: {e}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(status, indent=2))

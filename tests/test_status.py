@@ -148,3 +148,13 @@ def test_a_stale_socket_is_replaced(tmp_path, state_home):
     assert status(mp).returncode == 1
     with mounted_guestfs(tmp_path) as m:
         assert wait_until(lambda: status(m.mp).returncode == 0, 10, interval=0.2)
+
+
+def test_status_also_looks_where_the_systemd_service_keeps_its_socket(monkeypatch, tmp_path):
+    from guestfs_mount import cli
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    paths = cli.status_sockets("/mnt/vms")
+    assert paths[0] == tmp_path / "state/guestfs-mount/run" / f"{cli.mount_id('/mnt/vms')}.sock"
+    assert paths[1] == cli.SERVICE_STATE_DIR / "run" / paths[0].name
