@@ -72,10 +72,22 @@ def guest_time(t: float) -> float:
     return float(math.floor(t))
 
 
+NAME_MAX = 255  # bytes of a name on a Linux guest; UTF-16 units on a Windows (NTFS) one
+
+
 def _name(raw: bytes) -> str:
-    name = os.fsdecode(raw)
+    """A name the kernel sent, as a guest can hold it; refused here, without a guest call, when no guest could."""
+    try:
+        # guest paths travel as JSON text: bytes that are not UTF-8 cannot be named on any guest (and would fail
+        # to encode deep in the client, as EIO with a traceback)
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise pyfuse3.FUSEError(errno.EILSEQ) from None
     if not name or "/" in name or name in (".", ".."):
         raise pyfuse3.FUSEError(errno.EINVAL)
+    # the kernel passes names of up to 1024 bytes to FUSE; one longer than both guests' limits exists nowhere
+    if len(raw) > NAME_MAX and len(name.encode("utf-16-le")) > 2 * NAME_MAX:
+        raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
     return name
 
 
