@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -725,8 +726,19 @@ class GuestOperations(pyfuse3.Operations):
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         dest = self.settings.recovery_dir / f"{path}.{stamp}"
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(of.spool.path, dest)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(of.spool.path, dest)
+            except OSError as e:
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                # a 255-byte name plus the stamp, or a path deeper than the local PATH_MAX, does not fit here:
+                # a short name under the VM's directory instead (the log line below names both)
+                vm, base = path.partition("/")[0], os.fsencode(split(path)[1])[:100].decode("utf-8", "ignore")
+                digest = hashlib.sha256(path.encode()).hexdigest()[:12]
+                dest = self.settings.recovery_dir / vm / f"{base}-{digest}.{stamp}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(of.spool.path, dest)
             log.error("upload of %s failed (%s); its content is kept in %s", path, error, dest)
         except OSError as e:
             log.error("upload of %s failed (%s) and its content could not be kept: %s", path, error, e)
