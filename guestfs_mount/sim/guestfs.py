@@ -80,6 +80,20 @@ def info_from_stat(name: str, st: os.stat_result, symlink_target: str | None = N
     )
 
 
+# A Linux guest's limits (PATH_MAX 4096 with its NUL, NAME_MAX 255), enforced here whatever the simulator's root
+# adds on the host; the agent answers a path past them with FileNameTooLong.
+LINUX_PATH_MAX = 4095
+LINUX_NAME_MAX = 255
+
+
+def check_linux_path_length(guest_path: str) -> None:
+    raw = guest_path.encode("utf-8", "surrogatepass")
+    if len(raw) > LINUX_PATH_MAX:
+        raise SimFault("FileNameTooLong", f"path longer than {LINUX_PATH_MAX} bytes ({len(raw)})", file=guest_path)
+    if any(len(part) > LINUX_NAME_MAX for part in raw.split(b"/")):
+        raise SimFault("FileNameTooLong", f"a name in the path is longer than {LINUX_NAME_MAX} bytes", file=guest_path)
+
+
 class GuestFS:
     """The guest file system of one VM: guest paths (POSIX, or `C:\\...` for Windows) map under `root`."""
 
@@ -102,6 +116,7 @@ class GuestFS:
             return os.path.join(self.root, *parts)
         if not guest_path.startswith("/"):
             raise SimFault("InvalidArgument", f"not an absolute path: {guest_path}", invalidProperty="path")
+        check_linux_path_length(guest_path)
         rel = posixpath.normpath(guest_path).lstrip("/")
         return os.path.join(self.root, rel) if rel and rel != "." else str(self.root)
 
