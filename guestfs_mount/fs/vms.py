@@ -22,6 +22,7 @@ from guestfs_mount.vsphere.model import GuestCredentials, VMInfo
 
 log = logging.getLogger(__name__)
 
+LINUX_PATH_MAX = 4095  # bytes of a path a Linux guest accepts (PATH_MAX with its NUL)
 # an "unavailable" answer is rechecked this soon, so a VM that was just powered on shows up quickly
 UNAVAILABLE_RECHECK = 2.0
 
@@ -96,7 +97,11 @@ class VMDirectory:
             if drive not in self.settings.windows_drives:
                 raise pyfuse3.FUSEError(errno.ENOENT)
             return Target(vm, creds, drive + "\\" + below.replace("/", "\\"))
-        return Target(vm, creds, "/" + rest)
+        guest_path = "/" + rest
+        if len(guest_path.encode()) > LINUX_PATH_MAX:
+            # no Linux guest takes it; a file created there would fail only at its upload, on close
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+        return Target(vm, creds, guest_path)
 
     async def is_drive(self, path: str) -> bool:
         """Whether `path` is "vm/C:" for a Windows VM (a directory of the mount, not listed from the guest)."""
