@@ -92,6 +92,12 @@ def _name(raw: bytes) -> str:
     return name
 
 
+def _private_copy(src: str | os.PathLike, dest: os.PathLike) -> None:
+    """Copy into a new file only its owner may read (shutil.copyfile alone leaves the mode to the umask)."""
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    shutil.copyfile(src, dest)
+
+
 class GuestOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
@@ -726,9 +732,11 @@ class GuestOperations(pyfuse3.Operations):
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         dest = self.settings.recovery_dir / f"{path}.{stamp}"
         try:
+            # guest files (an edited /etc/shadow, say) are kept for the mount's user only, as the spool is
+            self.settings.recovery_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(of.spool.path, dest)
+                _private_copy(of.spool.path, dest)
             except OSError as e:
                 if e.errno != errno.ENAMETOOLONG:
                     raise
@@ -738,7 +746,7 @@ class GuestOperations(pyfuse3.Operations):
                 digest = hashlib.sha256(path.encode()).hexdigest()[:12]
                 dest = self.settings.recovery_dir / vm / f"{base}-{digest}.{stamp}"
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(of.spool.path, dest)
+                _private_copy(of.spool.path, dest)
             log.error("upload of %s failed (%s); its content is kept in %s", path, error, dest)
         except OSError as e:
             log.error("upload of %s failed (%s) and its content could not be kept: %s", path, error, e)
