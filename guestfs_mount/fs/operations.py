@@ -718,6 +718,13 @@ class GuestOperations(pyfuse3.Operations):
                 self.cache.forget(path)
                 if not keep_dirty:
                     of.dirty = False
+                    if not of.on_guest:
+                        # created here and never on the guest: the kernel must forget the name now, or it opens
+                        # its stale entry, and even `open(O_CREAT)` of that name gives ENOENT until entry_timeout
+                        parent = self.inodes.find(split(path)[0])
+                        if parent is not None:
+                            pyfuse3.invalidate_entry_async(parent.inode, os.fsencode(split(path)[1]),
+                                                           ignore_enoent=True)
                 raise pyfuse3.FUSEError(err) from None
             of.dirty = False
             info = GuestFileInfo(name=split(path)[1], type=FileType.FILE, size=size, permissions=perms, uid=uid,
