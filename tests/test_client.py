@@ -311,10 +311,16 @@ async def test_a_failed_put_is_retried_with_a_new_url(sim, api, tmp_path):
 
 
 async def test_a_download_cut_midway_is_an_error_not_a_short_file(sim, api):
-    (sim.root / "alpha/big").write_bytes(os.urandom(4 * 1024 * 1024))
+    data = os.urandom(4 * 1024 * 1024)
+    (sim.root / "alpha/big").write_bytes(data)
     async with open_client(config_for(sim, api)) as client:
         vm = await vm_id(client)
-        sim.fault("guestFile.GET", "SystemError", times=1)
+        sim.reset_stats()
+        sim.fault("guestFile.GET", "SystemError", times=1)  # cut once: a new URL, the bytes already read skipped
+        assert await read_all(await client.open_read(vm, CREDS, "/big")) == data
+        assert calls(sim, "InitiateFileTransferFromGuest", "guestFile.GET") == {
+            "InitiateFileTransferFromGuest": 2, "guestFile.GET": 2}
+        sim.fault("guestFile.GET", "SystemError", times=2)  # cut on both tries: an error
         transfer = await client.open_read(vm, CREDS, "/big")
         with pytest.raises(TransferError) as e:
             await read_all(transfer)

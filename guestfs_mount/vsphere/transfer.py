@@ -1,7 +1,8 @@
 """Transfer URLs (`https://<esxi or *>/guestFile?id=..&token=..`): streamed GET and exact-length PUT.
 
-A URL is used once: a GET that fails before its first byte, or a PUT that fails, asks the caller for a new URL
-(a new initiate) once, never re-sends to the spent one. Each transfer uses a fresh connection (`Connection:
+A URL is used once: a GET that fails (before its first byte or cut midway), or a PUT that fails, asks the caller
+for a new URL (a new initiate) once, never re-sends to the spent one; a GET renewed midway skips the bytes already
+delivered (transfer URLs have no Range). Each transfer uses a fresh connection (`Connection:
 close`, as govmomi does: ESXi does not like kept-alive transfer sockets). TLS: the ESXi certificate from the
 inventory is pinned when known (it is usually self-signed and the host name was rewritten), else the normal
 verification of the API connection applies.
@@ -99,9 +100,17 @@ class HttpReadTransfer(ReadTransfer):
         self._what = what
         self._response: httpx.Response | None = None
         self._used = False
+        self._renewed = False  # one new URL per download, whether the GET failed at once or midway
+
+    async def _renew(self, error: VSphereError) -> None:
+        if self._renewed:
+            raise error
+        self._renewed = True
+        log.info("%s; asking for a new transfer URL", error)
+        self._url = await self._new_url()
 
     async def _open(self) -> httpx.Response:
-        for attempt in (0, 1):
+        while True:
             try:
                 request = self._client.build_request("GET", self._url)
                 response = await self._client.send(request, stream=True)
@@ -113,37 +122,46 @@ class HttpReadTransfer(ReadTransfer):
                 await response.aclose()
                 error = TransferError(f"download of {self._what}: HTTP {response.status_code} from "
                                       f"{_describe(self._url)}")
-            if attempt == 0:
-                log.info("%s; asking for a new transfer URL", error)
-                self._url = await self._new_url()
-                continue
-            raise error
-        raise AssertionError("unreachable")
+            await self._renew(error)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self._used:
             raise TransferError(f"download of {self._what}: a transfer is read once")
         self._used = True
-        response = self._response = await self._open()
-        try:
-            length = response.headers.get("content-length")
-            announced = int(length) if length is not None and length.isdigit() else None
-            if self.size is None:
-                self.size = announced
-            elif announced is not None and announced != self.size:
-                raise ProtocolError(f"download of {self._what}: {announced} bytes announced, the file has {self.size}")
-            got = 0
-            async for chunk in response.aiter_raw():  # as they arrive: the first bytes do not wait for a MiB
-                got += len(chunk)
-                if self.size is not None and got > self.size:
-                    raise ProtocolError(f"download of {self._what}: more bytes than the {self.size} announced")
-                yield chunk
-            if self.size is not None and got != self.size:
-                raise TransferError(f"download of {self._what}: cut short at {got} of {self.size} bytes")
-        except httpx.HTTPError as e:
-            raise TransferError(f"download of {self._what}: {connection_error(e, 'connection')}") from None
-        finally:
-            await response.aclose()
+        got = 0  # bytes given to the caller
+        while True:
+            response = self._response = await self._open()
+            try:
+                length = response.headers.get("content-length")
+                announced = int(length) if length is not None and length.isdigit() else None
+                if self.size is None:
+                    self.size = announced
+                elif announced is not None and announced != self.size:
+                    raise ProtocolError(f"download of {self._what}: {announced} bytes announced, the file has "
+                                        f"{self.size}")
+                # a URL that died midway (an ESXi hiccup, a cut connection) is renewed: the new GET starts at 0
+                skip = got
+                async for chunk in response.aiter_raw():  # as they arrive: the first bytes do not wait for a MiB
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk, skip = chunk[skip:], 0
+                    got += len(chunk)
+                    if self.size is not None and got > self.size:
+                        raise ProtocolError(f"download of {self._what}: more bytes than the {self.size} announced")
+                    yield chunk
+                if self.size is None or got == self.size:
+                    return
+                error: VSphereError = TransferError(
+                    f"download of {self._what}: cut short at {got} of {self.size} bytes")
+            except httpx.HTTPError as e:
+                # a body that stopped for longer than the timeout is ETIMEDOUT, as the docs promise; a cut is EIO
+                error = TransferError(f"download of {self._what}: {connection_error(e, 'connection')}",
+                                      errno=errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else None)
+            finally:
+                await response.aclose()
+            await self._renew(error)
 
     async def aclose(self) -> None:
         if self._response is not None:
@@ -180,7 +198,8 @@ async def put_file(client: httpx.AsyncClient, url: str, new_url: NewURL, source,
         try:
             response = await client.put(url, content=_file_chunks(source, size, progress, what), headers=headers)
         except httpx.HTTPError as e:
-            error: VSphereError = TransferError(f"upload of {what}: {connection_error(e, 'connection')}")
+            error: VSphereError = TransferError(f"upload of {what}: {connection_error(e, 'connection')}",
+                                                errno=errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else None)
         else:
             if response.status_code in (200, 201, 204):
                 return
