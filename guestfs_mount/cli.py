@@ -153,6 +153,7 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
         windows_drives=tuple(mount.get("windows_drives", ("C:",))),
         fuse_options=tuple(fuse_options),
         control_socket=control_socket(mountpoint),
+        read_ahead_kb=mount.get("read_ahead_kb", MountSettings.read_ahead_kb),
         **optional_cache,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import time
 from contextlib import AbstractAsyncContextManager
@@ -38,6 +39,41 @@ def fuse_options(settings: MountSettings) -> set[str]:
     return options
 
 
+def set_read_ahead(mountpoint: str, kb: int) -> None:
+    """The kernel reads a FUSE file in requests no bigger than the mount's read-ahead (128 KiB by default, and
+    FUSE's own init can only lower it); each request costs a round trip through Python, so 1 MiB requests read
+    several times faster. Only root may change it (sysfs), so anyone else keeps the default."""
+    if kb <= 0:
+        return
+    device = _mount_device(mountpoint)  # not os.stat(): that would ask this very process, which is not serving yet
+    if device is None:
+        log.debug("read-ahead of %s left alone: not in /proc/self/mountinfo", mountpoint)
+        return
+    knob = f"/sys/class/bdi/{device}/read_ahead_kb"
+    try:
+        with open(knob, "w") as f:
+            f.write(str(kb))
+    except OSError as e:
+        log.debug("read-ahead of %s left at the kernel's default: %s: %s", mountpoint, knob, e.strerror)
+    else:
+        log.debug("read-ahead of %s set to %d KiB", mountpoint, kb)
+
+
+def _mount_device(mountpoint: str) -> str | None:
+    """"major:minor" of the newest mount at `mountpoint` (mountinfo fields: id, parent, major:minor, root, point)."""
+    device = None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])  # a space is \040
+                if point == mountpoint:
+                    device = fields[2]
+    except OSError:
+        return None
+    return device
+
+
 def run_mount(mountpoint: str, open_client: Callable[[], AbstractAsyncContextManager[GuestFiles]],
               credentials: CredentialsLookup, settings: MountSettings,
               ready: Callable[[], None] | None = None) -> None:
@@ -61,6 +97,7 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
                         # listening before ready(): once the command returns, `status` works
                         await serving.start(serve_status, settings.control_socket,
                                             _status_document(mountpoint, client, ops))
+                    serving.start_soon(_after_init, ops, mountpoint, settings)
                     log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
                     if ready is not None:
                         ready()
@@ -74,6 +111,12 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
             pyfuse3.close(unmount=True)
             log.info("unmounted %s (largest write %d bytes, largest read %d)", mountpoint, ops.largest_write,
                      ops.largest_read)
+
+
+async def _after_init(ops: GuestOperations, mountpoint: str, settings: MountSettings) -> None:
+    # the kernel's answer to INIT resets the read-ahead, so it is set once that answer has gone
+    await ops.initialized.wait()
+    set_read_ahead(mountpoint, settings.read_ahead_kb)
 
 
 def _status_document(mountpoint: str, client: GuestFiles, ops: GuestOperations):

@@ -117,6 +117,10 @@ class GuestOperations(pyfuse3.Operations):
         self._open_sig: dict[int, tuple[int, float | None]] = {}  # inode -> (size, mtime) at its last open
         self._listing_now: dict[str, trio.Event] = {}  # directories whose listing is being fetched
         self.largest_write = self.largest_read = 0  # logged at unmount: what the kernel really sends
+        self.initialized = trio.Event()  # the kernel's INIT is answered: per-mount kernel settings stick now
+
+    def init(self):
+        self.initialized.set()
 
     # ------------------------------------------------------------------------------------------------
     # records
