@@ -29,7 +29,7 @@ from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
 from guestfs_mount.fs.spool import Spool
 from guestfs_mount.fs.status import LiveTransfer, LiveTransfers
 from guestfs_mount.fs.vms import VMDirectory
-from guestfs_mount.vsphere.faults import VMUnavailableError, VSphereError
+from guestfs_mount.vsphere.faults import GuestLoginError, VMUnavailableError, VSphereError
 from guestfs_mount.vsphere.guestfiles import GuestFiles, ReadTransfer
 from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestFileInfo
 
@@ -50,8 +50,7 @@ def _fuse_errors(handler):
         except pyfuse3.FUSEError:
             raise
         except VSphereError as e:
-            if isinstance(e, VMUnavailableError):
-                self.vms.invalidate()
+            self._guest_failed(e)
             log.debug("%s%r: %s (errno %s)", handler.__name__, args[:2], e, e.errno)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
         except KeyError:  # an inode or handle the tables no longer know
@@ -150,12 +149,20 @@ class GuestOperations(pyfuse3.Operations):
         except VSphereError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
                 self.cache.put(path, None)
-            if isinstance(e, VMUnavailableError):
-                self.vms.invalidate()
+            self._guest_failed(e)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None  # callers test for ENOENT
         info = dataclasses.replace(info, name=name)
         self.cache.put(path, info)
         return info
+
+    def _guest_failed(self, e: VSphereError) -> None:
+        """What a failed guest call means beyond its errno: a VM that became unavailable is looked up anew, and
+        a refused guest login is logged once per VM (at debug level each call is; a shell's tab completion alone
+        makes dozens)."""
+        if isinstance(e, VMUnavailableError):
+            self.vms.invalidate()
+        elif isinstance(e, GuestLoginError):
+            self.vms.login_refused(e.vm, str(e))
 
     @staticmethod
     def _created_record(name: str, of: OpenFile) -> GuestFileInfo:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 LINUX_PATH_MAX = 4095  # bytes of a path a Linux guest accepts (PATH_MAX with its NUL)
 # an "unavailable" answer is rechecked this soon, so a VM that was just powered on shows up quickly
 UNAVAILABLE_RECHECK = 2.0
+# a refused guest login is logged once per VM in this many seconds, however many calls fail with it
+LOGIN_REFUSED_REPEAT = 600.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class VMDirectory:
         self._vms: dict[str, VMInfo] | None = None
         self._fetched = 0.0
         self._lock = trio.Lock()
+        self._login_refused_logged: dict[str, float] = {}  # VM name -> when its refused login was last logged
 
     async def vms(self, max_age: float | None = None) -> dict[str, VMInfo]:
         max_age = self.settings.vm_list_ttl if max_age is None else max_age
@@ -55,6 +58,20 @@ class VMDirectory:
 
     def invalidate(self) -> None:
         self._vms = None
+
+    def login_refused(self, vm_id: str | None, detail: str) -> None:
+        """The guest refused the configured login (every call on the VM gives EACCES): say so, once per VM."""
+        name = next((vm.name for vm in (self._vms or {}).values() if vm.id == vm_id), vm_id or "?")
+        now = time.monotonic()
+        last = self._login_refused_logged.get(name)
+        if last is not None and now - last < LOGIN_REFUSED_REPEAT:
+            return
+        self._login_refused_logged[name] = now
+        creds = self.credentials(name)
+        user = creds.username if creds is not None else None
+        log.error("VM %s: the guest refused the login of user %r (%s); every access to its files gives EACCES "
+                  "until the [vms.*] table for it has the right password (said once per %.0f minutes)",
+                  name, user, detail, LOGIN_REFUSED_REPEAT / 60)
 
     @property
     def listed(self) -> int:
