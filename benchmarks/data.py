@@ -1,0 +1,130 @@
+"""The bytes a run moves: sizes per mode, the work directory on a real disk, source files made once per run of
+the harness, and fresh guest names (hard links of a source) so that every read through the mount is of a file
+the mount has never seen, hence never page-cached."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.rig import VM
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Sizes:
+    read: int  # sequential read, write and time to first byte
+    listing: int  # entries of the directory `ls -l` lists
+    rsync_files: int  # 4 KiB files rsync copies
+    rss: int  # the file copied in each direction while the mount's peak RSS is watched
+    parallel: int  # each of the parallel files
+    parallel_files: int = 8
+    ttfb_samples: int = 5
+    repeats: int = 2  # best of this many for each throughput
+
+
+FULL = Sizes(read=GiB, listing=10_000, rsync_files=1000, rss=4 * GiB, parallel=128 * MiB)
+QUICK = Sizes(read=64 * MiB, listing=2000, rsync_files=200, rss=256 * MiB, parallel=8 * MiB, ttfb_samples=3)
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem holding `path` (the longest mount point above it in /proc/mounts)."""
+    path = os.path.realpath(path)
+    best, fstype = "", "unknown"
+    with open("/proc/mounts", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[1].encode().decode("unicode_escape")
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                best, fstype = point, fields[2]
+    return fstype
+
+
+def make_workdir(parent: str | None) -> Path:
+    """A fresh directory for big files on a real disk: `parent` if given, else the system temp dir unless it is
+    tmpfs (RAM: it would compete with the page cache and hide the disk), else /var/tmp."""
+    if parent is None:
+        candidates = [tempfile.gettempdir(), "/var/tmp"]
+        parent = next((c for c in candidates if filesystem_of(Path(c)) not in ("tmpfs", "ramfs")), candidates[-1])
+    return Path(tempfile.mkdtemp(prefix="guestfs-bench-", dir=parent))
+
+
+def write_random(path: Path, size: int) -> None:
+    """`size` bytes that do not compress (a 16 MiB random block, repeated), written once to disk."""
+    block = os.urandom(16 * MiB)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+
+
+class Dataset:
+    """Source files: `local(size)` is a file of that size outside the guest (what cp and PUT send);
+    `guest_name(size, dir)` is a new hard link of it inside the VM (what reads fetch), named once.
+
+    The mount trusts a directory listing for `dir_ttl` (a name missing from it is ENOENT), so files a case reads
+    are stocked before the mount starts (`stock`) and handed out by `take`."""
+
+    def __init__(self, workdir: Path, sim_root: Path):
+        self.local_dir = workdir / "data"
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        self.vm_root = sim_root / VM
+        self.vm_root.mkdir(parents=True, exist_ok=True)
+        self._counter = itertools.count()
+        self._stock: dict[tuple[int, str], list[str]] = {}
+
+    def local(self, size: int) -> Path:
+        path = self.local_dir / f"blob-{size}"
+        if not path.exists():
+            write_random(path, size)
+        return path
+
+    def guest_name(self, size: int, directory: str) -> str:
+        """A guest path (`/dir/f-N`) of a file never used before, holding `local(size)`'s bytes."""
+        name = f"/{directory}/f-{next(self._counter)}"
+        target = self.vm_root / name.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(self.local(size), target)
+        return name
+
+    def stock(self, size: int, directory: str, count: int) -> None:
+        self._stock.setdefault((size, directory), []).extend(self.guest_name(size, directory) for _ in range(count))
+
+    def take(self, size: int, directory: str) -> str:
+        names = self._stock.get((size, directory))
+        if not names:
+            raise RuntimeError(f"no fresh file of {size} bytes stocked in {directory} (see cases.stock)")
+        return names.pop(0)
+
+    def listing_dir(self, entries: int) -> str:
+        """A guest directory of `entries` empty files (shared by the runs: each run's mount starts cold)."""
+        name = f"list-{entries}"
+        path = self.vm_root / name
+        if not path.exists():
+            tmp = self.vm_root / f".{name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for i in range(entries):
+                (tmp / f"file-{i:05d}.txt").touch()
+            tmp.rename(path)
+        return f"/{name}"
+
+    def rsync_source(self, files: int) -> Path:
+        """A local directory of `files` files of 4 KiB each."""
+        path = self.local_dir / f"rsync-{files}"
+        if not path.exists():
+            tmp = self.local_dir / f".rsync-{files}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for i in range(files):
+                (tmp / f"f{i:04d}.dat").write_bytes(os.urandom(4096))
+            tmp.rename(path)
+        return path

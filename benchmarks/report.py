@@ -1,0 +1,159 @@
+"""Targets, machine facts, the printed table and the JSON document."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from benchmarks.data import filesystem_of
+from benchmarks.rig import REPO
+
+# figure -> (comparison, value), from issue #8
+TARGETS = {
+    "read_ratio": (">=", 0.9),
+    "write_ratio": (">=", 0.8),
+    "ttfb_ratio": ("<=", 1.5),
+    "list_warm_calls": ("==", 0),
+    "rsync_calls_per_file": ("<=", 4),
+    "peak_rss_mib": ("<=", 150),
+    "rsync_rerun_uploads": ("==", 0),
+}
+
+# what the summary and the table lead with
+HEADLINE = ["read_ratio", "write_ratio", "ttfb_ratio", "parallel_read_ratio", "parallel_write_ratio",
+            "list_calls", "list_warm_calls", "list_cold_s", "list_warm_s", "rsync_calls_per_file",
+            "rsync_rerun_uploads", "peak_rss_mib", "mount_read_mib_s", "raw_read_mib_s", "mount_write_mib_s",
+            "raw_write_mib_s", "mount_ttfb_ms", "raw_ttfb_ms"]
+
+
+def meets(name: str, value) -> bool | None:
+    if name not in TARGETS or value is None:
+        return None
+    op, target = TARGETS[name]
+    return {">=": value >= target, "<=": value <= target, "==": value == target}[op]
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _cmd(argv: list[str]) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else None
+
+
+def machine_facts(workdir: Path) -> dict:
+    cpuinfo = _read("/proc/cpuinfo")
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 platform.processor() or None)
+    meminfo = _read("/proc/meminfo")
+    mem_kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
+    dirty = _git("status", "--porcelain", "--", "guestfs_mount")
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "memory_mib": mem_kib // 1024,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "pyfuse3": _version("pyfuse3"),
+        "httpx": _version("httpx"),
+        "httpcore": _version("httpcore"),
+        "trio": _version("trio"),
+        "libfuse": _cmd(["fusermount3", "-V"]),
+        "curl": _cmd(["curl", "--version"]),
+        "rsync": _cmd(["rsync", "--version"]),
+        "workdir": str(workdir),
+        "workdir_filesystem": filesystem_of(workdir),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "guestfs_mount_modified": bool(dirty),  # uncommitted changes in guestfs_mount/ at the time of the run
+        "loadavg_start": _read("/proc/loadavg").split()[:3],
+    }
+
+
+def document(runs: list[dict], machine: dict, options: dict) -> dict:
+    first = runs[0] if runs else None
+    headline = next((r for r in runs if r["latency_ms"] == 0 and first and r["api"] == first["api"]), first)
+    summary = {}
+    if headline:
+        summary = {"latency_ms": headline["latency_ms"], "api": headline["api"]}
+        summary.update({k: headline["figures"][k] for k in HEADLINE if k in headline["figures"]})
+    return {
+        "summary": summary,
+        "runs": runs,
+        "machine": machine,
+        "targets": {name: {"op": op, "value": value} for name, (op, value) in TARGETS.items()},
+        "options": options,
+    }
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in sorted(value.items(), key=lambda kv: -kv[1]))
+    return "-" if value is None else str(value)
+
+
+def table(doc: dict) -> str:
+    """Figures as rows, one column per run (latency/dialect), then target and whether every run meets it."""
+    runs = doc["runs"]
+    if not runs:
+        return "no runs"
+    names: list[str] = []
+    for run in runs:
+        for name in run["figures"]:
+            if name not in names and not isinstance(run["figures"][name], dict):
+                names.append(name)
+    seen = {n: i for i, n in enumerate(names)}
+    names.sort(key=lambda n: (HEADLINE.index(n) if n in HEADLINE else len(HEADLINE), seen[n]))
+    heads = [f"{r['api']} {r['latency_ms']}ms" for r in runs]
+    rows = [["figure", *heads, "target", "ok?"]]
+    for name in names:
+        values = [r["figures"].get(name) for r in runs]
+        target = " ".join(str(x) for x in TARGETS[name]) if name in TARGETS else ""
+        oks = [meets(name, v) for v in values if v is not None]
+        ok = "" if not target or not oks else ("yes" if all(oks) else "NO")
+        cells = [_fmt(v) + ("!" if meets(name, v) is False else "") for v in values]  # "!": misses the target
+        rows.append([name, *cells, target, ok])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    extra = []
+    for run in runs:
+        for name, value in run["figures"].items():
+            if isinstance(value, dict):
+                extra.append(f"  {run['api']} {run['latency_ms']}ms {name}: {_fmt(value)}")
+    return "\n".join(lines + (["", "calls by method:"] + extra if extra else []))
+
+
+def write_json(doc: dict, path: str) -> None:
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")

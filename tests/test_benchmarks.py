@@ -1,0 +1,34 @@
+"""The benchmark harness runs end to end (`python -m benchmarks --quick --only ttfb`) and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quick_ttfb_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "ttfb", "--json", str(out),
+                           "--workdir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ttfb_ratio" in done.stdout  # the table
+    doc = json.loads(out.read_text())
+    assert set(doc) >= {"summary", "runs", "machine", "targets", "options"}
+    [run] = doc["runs"]
+    assert (run["latency_ms"], run["api"]) == (0, "vi-json")
+    figures = run["figures"]
+    for name in ("mount_ttfb_ms", "raw_ttfb_ms", "ttfb_ratio", "mount_ttfb_listed_ms"):
+        assert isinstance(figures[name], (int, float)) and figures[name] > 0, name
+    assert doc["summary"]["ttfb_ratio"] == figures["ttfb_ratio"]
+    assert doc["targets"]["read_ratio"] == {"op": ">=", "value": 0.9}
+    machine = doc["machine"]
+    for key in ("cpu_model", "cpu_count", "memory_mib", "kernel", "python", "pyfuse3", "httpx", "trio",
+                "workdir_filesystem", "date", "git_commit"):
+        assert machine.get(key), key
+    # the temp dir (mount point, spool, data) is gone, so nothing is still mounted there
+    assert not any(p.name.startswith("guestfs-bench-") for p in tmp_path.iterdir())
