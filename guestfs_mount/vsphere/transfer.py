@@ -67,6 +67,10 @@ def _describe(url: str) -> str:
     return urlunsplit(parts._replace(query="token=***"))
 
 
+class _PinnedClient(httpx.AsyncClient):
+    """A transfer client that trusts one host certificate only: its TLS failures are pinning refusals."""
+
+
 class TransferClients:
     """httpx clients for transfers: one per pinned certificate (or none), no kept-alive connections."""
 
@@ -79,7 +83,7 @@ class TransferClients:
         key = None if self._config.insecure else pin_pem
         if key not in self._clients:
             verify = pinned_context(key) if key else self._default_verify
-            self._clients[key] = httpx.AsyncClient(
+            self._clients[key] = (_PinnedClient if key else httpx.AsyncClient)(
                 verify=verify,
                 timeout=timeouts(self._config),
                 headers={"User-Agent": USER_AGENT, "Connection": "close"},
@@ -121,7 +125,8 @@ class HttpReadTransfer(ReadTransfer):
                 request = self._client.build_request("GET", self._url)
                 response = await self._client.send(request, stream=True)
             except httpx.HTTPError as e:
-                error: VSphereError = connection_error(e, f"download of {self._what}")
+                error: VSphereError = connection_error(e, f"download of {self._what}",
+                                                       pinned=isinstance(self._client, _PinnedClient))
             else:
                 if response.status_code == 200:
                     return response
@@ -204,7 +209,8 @@ async def put_file(client: httpx.AsyncClient, url: str, new_url: NewURL, source,
         try:
             response = await client.put(url, content=_file_chunks(source, size, progress, what), headers=headers)
         except httpx.HTTPError as e:
-            error: VSphereError = TransferError(f"upload of {what}: {connection_error(e, 'connection')}",
+            cause = connection_error(e, "connection", pinned=isinstance(client, _PinnedClient))
+            error: VSphereError = TransferError(f"upload of {what}: {cause}",
                                                 errno=errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else None)
         else:
             if response.status_code in (200, 201, 204):
