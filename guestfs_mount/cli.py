@@ -142,7 +142,8 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
     mount, cache = config.mount, config.cache
     spool = Path(mount["spool_dir"]) if "spool_dir" in mount else state_dir() / "spool" / mount_id(mountpoint)
     recovery = Path(mount["recovery_dir"]) if "recovery_dir" in mount else state_dir() / "recovered"
-    optional_cache = {k: float(cache[k]) for k in ("attr_ttl", "dir_ttl", "vm_list_ttl") if k in cache}
+    optional_cache = {k: float(cache[k]) for k in ("attr_ttl", "dir_ttl", "vm_list_ttl", "attr_delay")
+                      if k in cache}
     return MountSettings(
         spool_dir=spool,
         recovery_dir=recovery,

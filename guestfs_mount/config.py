@@ -6,7 +6,7 @@ Shape (a public contract: extend it, never change these keys):
                insecure, timeout, connect_timeout, max_guest_calls_per_vm, retries, list_page_size
     [vms.<glob>]  username, password | password_file | password_env | password_credential  (most specific wins;
                   "default" matches every VM, last)
-    [cache]    attr_ttl, dir_ttl, vm_list_ttl
+    [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay
     [mount]    spool_dir, recovery_dir, windows_drives, vms, read_only, allow_other, read_ahead_kb
 
 Every problem is one `ConfigError` line that names the file and the key; the CLI exits 2 on it.
@@ -87,7 +87,8 @@ VCENTER_KEYS: _Schema = {
     "list_page_size": _POS_INT,
 }
 VM_KEYS: _Schema = {"username": _STR, **_SECRETS}
-CACHE_KEYS: _Schema = {"attr_ttl": _POS_NUMBER, "dir_ttl": _POS_NUMBER, "vm_list_ttl": _POS_NUMBER}
+CACHE_KEYS: _Schema = {"attr_ttl": _POS_NUMBER, "dir_ttl": _POS_NUMBER, "vm_list_ttl": _POS_NUMBER,
+                       "attr_delay": _POS_NUMBER}
 MOUNT_KEYS: _Schema = {
     "spool_dir": _STR,
     "recovery_dir": _STR,

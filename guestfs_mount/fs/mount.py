@@ -98,6 +98,7 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
                         await serving.start(serve_status, settings.control_socket,
                                             _status_document(mountpoint, client, ops))
                     serving.start_soon(_after_init, ops, mountpoint, settings)
+                    serving.start_soon(ops.send_held_attributes)
                     log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
                     if ready is not None:
                         ready()

@@ -30,5 +30,6 @@ class MountSettings:
     windows_drives: tuple[str, ...] = ("C:",)  # what a Windows VM's directory holds
     fsname: str = "guestfs"
     fuse_options: tuple[str, ...] = ()  # extra -o options, passed to pyfuse3.init
+    attr_delay: float = 1.0  # seconds a chmod/touch of a closed file may wait to share one guest call (0: never)
     read_ahead_kb: int = 1024  # the kernel's read-ahead for this mount (0: leave the kernel's 128 KiB)
     control_socket: Path | None = None  # unix socket that serves `guestfs-mount status` (None: no status)

@@ -1,0 +1,114 @@
+"""What common programs cost in guest calls and kernel requests, on a real mount of the simulator: rsync of small
+files, a chmod/touch right after an upload, lstat of names in a directory nobody listed, and the size of the
+kernel's read and write requests. docs/performance.md has the figures these tests hold the product to."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.mountfs import mounted_guestfs
+from tests.test_mount import calls, gm, run, sha256, work  # noqa: F401 (fixtures)
+
+MiB = 1 << 20
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def test_rsync_of_small_files_costs_at_most_four_calls_each(gm, work, tmp_path):
+    mnt, guest = work
+    src = tmp_path / "src"
+    src.mkdir()
+    n = 60
+    for i in range(n):
+        (src / f"f{i:03d}").write_bytes(os.urandom(4096))
+        os.chmod(src / f"f{i:03d}", 0o640)
+        os.utime(src / f"f{i:03d}", (1_600_000_000 + i, 1_600_000_000 + i))
+    (mnt / "dst").mkdir()
+    gm.reset_stats()
+    run("rsync", "-a", f"{src}/", f"{mnt}/dst/")
+    stats = gm.stats()
+    # initiate + PUT + one ChangeFileAttributes (rsync's times and mode together) + the rename into place
+    assert calls(stats) / n <= 4.1, stats
+    assert stats.get("ChangeFileAttributesInGuest", 0) <= n + 1, stats
+    for i in (0, n // 2, n - 1):
+        st = os.stat(guest / "dst" / f"f{i:03d}")
+        assert stat.S_IMODE(st.st_mode) == 0o640 and int(st.st_mtime) == 1_600_000_000 + i
+        assert sha256(guest / "dst" / f"f{i:03d}") == sha256(src / f"f{i:03d}")
+    gm.reset_stats()
+    assert "Number of regular files transferred: 0" in run("rsync", "-a", "--stats", f"{src}/", f"{mnt}/dst/").stdout
+    assert gm.stats().get("InitiateFileTransferToGuest", 0) == 0
+
+
+def test_chmod_and_touch_right_after_an_upload_share_one_call(gm, work):
+    mnt, guest = work
+    (mnt / "f").write_bytes(b"data")
+    gm.reset_stats()
+    os.utime(mnt / "f", (1_500_000_000, 1_500_000_000))
+    os.chmod(mnt / "f", 0o600)
+    st = os.stat(mnt / "f")  # what the program set shows at once
+    assert stat.S_IMODE(st.st_mode) == 0o600 and int(st.st_mtime) == 1_500_000_000
+    assert wait_until(lambda: stat.S_IMODE(os.stat(guest / "f").st_mode) == 0o600, timeout=5)
+    assert int(os.stat(guest / "f").st_mtime) == 1_500_000_000
+    assert gm.stats().get("ChangeFileAttributesInGuest", 0) == 1, gm.stats()
+
+
+def test_chmod_of_a_file_not_just_uploaded_reaches_the_guest_at_once(gm, work):
+    mnt, guest = work
+    (guest / "old").write_bytes(b"x")
+    os.chmod(mnt / "old", 0o700)
+    assert stat.S_IMODE(os.stat(guest / "old").st_mode) == 0o700
+
+
+def test_a_held_chmod_moves_with_a_rename(gm, work):
+    mnt, guest = work
+    (mnt / "tmp").write_bytes(b"content")
+    os.chmod(mnt / "tmp", 0o604)
+    os.rename(mnt / "tmp", mnt / "final")
+    assert wait_until(lambda: (guest / "final").exists()
+                      and stat.S_IMODE(os.stat(guest / "final").st_mode) == 0o604, timeout=5)
+    assert not (guest / "tmp").exists()
+
+
+def test_lstat_of_many_unlisted_names_lists_the_directory_once(gm, work):
+    mnt, guest = work
+    for i in range(40):
+        (guest / f"n{i}").write_bytes(b"x" * i)
+    time.sleep(0.1)
+    gm.reset_stats()
+    sizes = [os.lstat(mnt / f"n{i}").st_size for i in range(40)]
+    assert sizes == list(range(40))
+    listing_calls = gm.stats().get("ListFilesInGuest", 0)
+    if gm.api == "vi-json":  # a VI listing has every attribute; a REST one lacks mode and times, so each is fetched
+        assert listing_calls <= 4, gm.stats()  # the directory itself, two names, then one listing
+    with pytest.raises(FileNotFoundError):
+        os.lstat(mnt / "absent")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the kernel's read-ahead of a mount is set only by root")
+def test_reads_and_writes_reach_the_mount_in_1_mib_requests(tmp_path):
+    with mounted_guestfs(tmp_path) as m:
+        (m.guest / "big").write_bytes(os.urandom(8 * MiB))
+        st = os.stat(m.mp)
+        knob = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb")
+        assert knob.read_text().strip() == "1024"
+        assert os.stat(m.vm / "big").st_blksize == MiB  # cp and cat size their buffers by it
+        run("cp", m.vm / "big", tmp_path / "copy")
+        run("cp", tmp_path / "copy", m.vm / "back")
+        assert sha256(m.guest / "back") == sha256(m.guest / "big")
+    line = re.search(r"largest write (\d+) bytes, largest read (\d+)", m.log())
+    assert line, m.log()[-2000:]
+    assert int(line[1]) == MiB and int(line[2]) == MiB, line[0]
