@@ -17,6 +17,7 @@ import pyfuse3
 import trio
 
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
+from guestfs_mount.vsphere.faults import VSphereError
 from guestfs_mount.vsphere.guestfiles import GuestFiles
 from guestfs_mount.vsphere.model import GuestCredentials, VMInfo
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 LINUX_PATH_MAX = 4095  # bytes of a path a Linux guest accepts (PATH_MAX with its NUL)
 # an "unavailable" answer is rechecked this soon, so a VM that was just powered on shows up quickly
 UNAVAILABLE_RECHECK = 2.0
+# a failed VM listing (vCenter unreachable or timing out) is the answer for this long: callers queued behind it, and
+# the kernel's repeat of a lookup whose revalidation failed, would otherwise each wait out a timeout of their own
+FAILED_LIST_HOLD = 1.0
 # a refused guest login is logged once per VM in this many seconds, however many calls fail with it
 LOGIN_REFUSED_REPEAT = 600.0
 
@@ -44,13 +48,22 @@ class VMDirectory:
         self._vms: dict[str, VMInfo] | None = None
         self._fetched = 0.0
         self._lock = trio.Lock()
+        self._list_failed: tuple[float, int] | None = None  # (when, errno) of the last failed VM listing
         self._login_refused_logged: dict[str, float] = {}  # VM name -> when its refused login was last logged
 
     async def vms(self, max_age: float | None = None) -> dict[str, VMInfo]:
         max_age = self.settings.vm_list_ttl if max_age is None else max_age
         async with self._lock:
             if self._vms is None or time.monotonic() - self._fetched > max_age:
-                vms = await self.client.list_vms()
+                failed = self._list_failed
+                if failed is not None and time.monotonic() - failed[0] < FAILED_LIST_HOLD:
+                    raise pyfuse3.FUSEError(failed[1])
+                try:
+                    vms = await self.client.list_vms()
+                except VSphereError as e:
+                    self._list_failed = (time.monotonic(), e.errno or errno.EIO)
+                    raise
+                self._list_failed = None
                 only = set(self.settings.only_vms)
                 self._vms = {vm.name: vm for vm in vms if not only or vm.name in only}
                 self._fetched = time.monotonic()
