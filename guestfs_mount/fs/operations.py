@@ -45,8 +45,7 @@ def _fuse_errors(handler):
     @functools.wraps(handler)
     async def wrapper(self, *args, **kwargs):
         if log.isEnabledFor(logging.DEBUG):  # --debug: every request, as the kernel sent it
-            log.debug("%s%r", handler.__name__, tuple(a for a in args if not isinstance(a, (bytes, memoryview))
-                                                      or len(a) < 256))
+            log.debug("%s%r", handler.__name__, _loggable(handler.__name__, args))
         try:
             return await handler(self, *args, **kwargs)
         except pyfuse3.FUSEError:
@@ -66,6 +65,14 @@ def _fuse_errors(handler):
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
+
+
+def _loggable(handler: str, args: tuple) -> tuple:
+    """A request's arguments fit for the --debug log: the data of a write only as its length (file contents, a
+    password saved to a guest file, are no log's business); names of 256 bytes or more left out."""
+    if handler == "write":
+        return tuple(f"<{len(a)} bytes>" if isinstance(a, (bytes, memoryview)) else a for a in args)
+    return tuple(a for a in args if not isinstance(a, (bytes, memoryview)) or len(a) < 256)
 
 
 def guest_time(t: float) -> float:
