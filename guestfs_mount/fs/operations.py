@@ -645,7 +645,17 @@ class GuestOperations(pyfuse3.Operations):
                 if not of.dirty and self.inodes.find(path) is not None:
                     self.cache.put(path, record)
 
-        of.spool.start_download(self.nursery, opener, on_info)
+        known = of.info
+
+        def on_failure() -> None:
+            # the size a failed GET announced is not the file's (REST learns sizes from the GET, and a server may
+            # announce 4 GiB and send 1000 bytes): stat must not show it, nor readers' kernels read to it
+            if of.info is not known:
+                of.info = known
+                if not of.dirty:
+                    self.cache.forget(path)
+
+        of.spool.start_download(self.nursery, opener, on_info, on_failure)
 
     @_fuse_errors
     async def read(self, fh, off, size):

@@ -32,6 +32,8 @@ _ids = itertools.count(1)
 Opener = Callable[[], Awaitable[tuple[ReadTransfer, LiveTransfer]]]
 # called once when a download learns the file's size (and maybe its record)
 OnInfo = Callable[[ReadTransfer], None]
+# called when a download fails: what it told `OnInfo` is not to be trusted
+OnFailure = Callable[[], None]
 
 
 class DownloadFailed(Exception):
@@ -54,14 +56,15 @@ class Spool:
         self._scope: trio.CancelScope | None = None
 
     # --- download ---------------------------------------------------------------------------------------
-    def start_download(self, nursery: trio.Nursery, opener: Opener, on_info: OnInfo | None = None) -> None:
+    def start_download(self, nursery: trio.Nursery, opener: Opener, on_info: OnInfo | None = None,
+                       on_failure: OnFailure | None = None) -> None:
         if self.started or self.complete:
             return
         self.started = True
         self.error = None
-        nursery.start_soon(self._download, opener, on_info)
+        nursery.start_soon(self._download, opener, on_info, on_failure)
 
-    async def _download(self, opener: Opener, on_info: OnInfo | None) -> None:
+    async def _download(self, opener: Opener, on_info: OnInfo | None, on_failure: OnFailure | None) -> None:
         with trio.CancelScope() as scope:
             self._scope = scope
             try:
@@ -98,6 +101,8 @@ class Spool:
                 self._scope = None
                 if self.error is not None:
                     log.warning("download of %s failed: %s", self.label, self.error)
+                    if on_failure is not None:
+                        on_failure()
                 self._notify()
         if scope.cancelled_caught and not self.complete:
             self.error = DownloadFailed(errno.EINTR, "download cancelled")
