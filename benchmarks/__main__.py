@@ -9,11 +9,12 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from benchmarks import raw, report
 from benchmarks.cases import CASES, Ctx, stock
 from benchmarks.data import FULL, QUICK, Dataset, make_workdir
-from benchmarks.rig import mount, simulator
+from benchmarks.rig import REPO, mount, simulator
 
 HELP = """Measure guestfs-mount against raw transfers on the simulator, side by side in one run: for each latency
 the simulator is started with --latency-ms, for each dialect the mount is started by its real command line, and
@@ -33,9 +34,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"run only these cases ({', '.join(CASES)})")
     parser.add_argument("--workdir", metavar="DIR", help="parent of the temp dir for big files (default: the system "
                         "temp dir unless it is tmpfs, else /var/tmp)")
+    parser.add_argument("--product", metavar="DIR", type=Path, default=REPO,
+                        help="directory holding the guestfs_mount package to measure (default: this work tree); "
+                             "e.g. an export of a commit: git archive COMMIT guestfs_mount | tar -x -C DIR")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) instead of deleting it")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to any one command (default 900)")
     args = parser.parse_args(argv)
+    args.product = args.product.resolve()
     args.latencies = [int(x) for x in (args.latency_ms or ("0" if args.quick else "0,50")).split(",")]
     args.apis = (args.api or ("vi-json" if args.quick else "vi-json,rest")).split(",")
     for api in args.apis:
@@ -52,7 +57,7 @@ def main(argv=None) -> int:
     need = 3 * max(sizes.read, sizes.rss) + 4 * sizes.parallel * sizes.parallel_files
     if shutil.disk_usage(workdir).free < need:
         print(f"warning: {workdir} has less than {need >> 20} MiB free", file=sys.stderr)
-    machine = report.machine_facts(workdir)
+    machine = report.machine_facts(workdir, args.product.resolve())
     runs: list[dict] = []
     failed = False
     started = time.monotonic()
@@ -61,7 +66,7 @@ def main(argv=None) -> int:
         root.mkdir()
         data = Dataset(workdir, root)
         for latency in args.latencies:
-            with simulator(root, workdir / f"sim-{latency}ms.log", latency) as sim:
+            with simulator(root, workdir / f"sim-{latency}ms.log", latency, args.product) as sim:
                 for api in args.apis:
                     run_dir = f"run-{api}-{latency}ms"
                     (root / "vm1" / run_dir).mkdir(parents=True, exist_ok=True)
@@ -69,7 +74,7 @@ def main(argv=None) -> int:
                     figures: dict = {}
                     errors: dict = {}
                     print(f"== {api}, latency {latency} ms", file=sys.stderr, flush=True)
-                    with mount(sim, workdir, api) as m, contextlib.closing(raw.RawGuest(sim, api)) as guest:
+                    with mount(sim, workdir, api, args.product) as m, contextlib.closing(raw.RawGuest(sim, api)) as guest:
                         ctx = Ctx(sim, m, guest, data, sizes, workdir, run_dir, args.timeout)
                         for name in args.cases:
                             t0 = time.monotonic()
@@ -92,15 +97,17 @@ def main(argv=None) -> int:
         machine["elapsed_s"] = round(time.monotonic() - started, 1)
         options = {"quick": args.quick, "latencies_ms": args.latencies, "apis": args.apis, "cases": args.cases,
                    "sizes": asdict(replace(sizes))}
-        doc = report.document(runs, machine, options)
-        print(report.table(doc))
-        print(f"({machine['elapsed_s']} s; workdir {workdir} on {machine['workdir_filesystem']})")
-        if args.json:
-            report.write_json(doc, args.json)
-        if args.keep:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            doc = report.document(runs, machine, options)
+            print(report.table(doc))
+            print(f"({machine['elapsed_s']} s; workdir {workdir} on {machine['workdir_filesystem']})")
+            if args.json:
+                report.write_json(doc, args.json)
+        finally:
+            if args.keep:
+                print(f"kept {workdir}", file=sys.stderr)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0
 
 

@@ -172,6 +172,8 @@ def _calls(stats: dict) -> int:
 
 def case_list(ctx: Ctx) -> dict:
     entries = ctx.sizes.listing
+    if ctx.mount.api == "rest" and ctx.sim.latency_ms > 0:
+        entries = min(entries, ctx.sizes.listing_rest_slow)
     directory = ctx.in_mount(ctx.data.listing_dir(entries))
     ctx.sim.reset_stats()
     cold_s = run(["ls", "-l", str(directory)], ctx.timeout)

@@ -69,7 +69,7 @@ def _cmd(argv: list[str]) -> str | None:
     return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else None
 
 
-def machine_facts(workdir: Path) -> dict:
+def machine_facts(workdir: Path, product: Path = REPO) -> dict:
     cpuinfo = _read("/proc/cpuinfo")
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
                  platform.processor() or None)
@@ -94,6 +94,7 @@ def machine_facts(workdir: Path) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "HEAD"),
         "guestfs_mount_modified": bool(dirty),  # uncommitted changes in guestfs_mount/ at the time of the run
+        "product": str(product),  # where the measured guestfs_mount package came from (--product)
         "loadavg_start": _read("/proc/loadavg").split()[:3],
     }
 

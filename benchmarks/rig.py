@@ -23,8 +23,8 @@ VM = "vm1"
 LISTEN_PREFIX = "guestfs-sim: listening on "
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+def _env(product: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(product), os.environ.get("PYTHONPATH")])))
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -61,14 +61,14 @@ class Sim:
 
 
 @contextlib.contextmanager
-def simulator(root: Path, log_path: Path, latency_ms: int, timeout: float = 30) -> Iterator[Sim]:
+def simulator(root: Path, log_path: Path, latency_ms: int, product: Path = REPO, timeout: float = 30) -> Iterator[Sim]:
     """`python -m guestfs_mount.sim --root ROOT --listen 127.0.0.1:0 --latency-ms N`, its address read from the
-    first stdout line."""
+    first stdout line. `product` is the directory holding the `guestfs_mount` package to run."""
     args = [sys.executable, "-m", "guestfs_mount.sim", "--root", str(root), "--listen", "127.0.0.1:0",
             "--latency-ms", str(latency_ms)]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=_env(),
-                                   cwd=REPO)
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                                   env=_env(product), cwd=product)
     try:
         lines: queue.Queue = queue.Queue()
 
@@ -152,7 +152,7 @@ class Mount:
 
 
 @contextlib.contextmanager
-def mount(sim: Sim, workdir: Path, api: str, timeout: float = 60) -> Iterator[Mount]:
+def mount(sim: Sim, workdir: Path, api: str, product: Path = REPO, timeout: float = 60) -> Iterator[Mount]:
     """`python -m guestfs_mount MP --config FILE --foreground`, up when MP shows in mountinfo; always unmounted."""
     name = f"{api}-{sim.latency_ms}ms"
     mp, spool, recovered = workdir / f"mnt-{name}", workdir / f"spool-{name}", workdir / f"recovered-{name}"
@@ -161,8 +161,8 @@ def mount(sim: Sim, workdir: Path, api: str, timeout: float = 60) -> Iterator[Mo
     write_config(config, sim.url, api, spool, recovered)
     argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(config), "--foreground"]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_env(),
-                                   cwd=REPO)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=_env(product), cwd=product)  # cwd: `python -m` looks there first
     try:
         deadline = time.monotonic() + timeout
         while not is_mounted(mp) and process.poll() is None and time.monotonic() < deadline:
