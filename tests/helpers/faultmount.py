@@ -134,7 +134,7 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, *
 @contextlib.contextmanager
 def fault_mount(tmp: Path, api: str = "vi-json", *, proxy: bool = False, vcenter: dict | None = None,
                 guest_password: str = "vmware", attr_ttl: float = 1.0, dir_ttl: float = 1.0,
-                vm_list_ttl: float = 2.0) -> Iterator[FaultMount]:
+                vm_list_ttl: float = 2.0, debug: bool = False) -> Iterator[FaultMount]:
     root, mp = tmp / "vms", tmp / "mnt"
     (root / VM).mkdir(parents=True, exist_ok=True)
     spool, recovered, log_path = tmp / "spool", tmp / "recovered", tmp / "mount.log"
@@ -151,7 +151,7 @@ def fault_mount(tmp: Path, api: str = "vi-json", *, proxy: bool = False, vcenter
         cfg = tmp / "config.toml"
         write_config(cfg, url, api, spool, recovered, vcenter=settings, guest_password=guest_password,
                      attr_ttl=attr_ttl, dir_ttl=dir_ttl, vm_list_ttl=vm_list_ttl)
-        argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground"]
+        argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground"] + (["--debug"] if debug else [])
         env = dict(os.environ, PYTHONPATH=str(REPO))
         proc = stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
         yield FaultMount(mp, root, api, log_path, recovered, spool, server, tcp, proc, settings)
