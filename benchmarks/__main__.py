@@ -37,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--product", metavar="DIR", type=Path, default=REPO,
                         help="directory holding the guestfs_mount package to measure (default: this work tree); "
                              "e.g. an export of a commit: git archive COMMIT guestfs_mount | tar -x -C DIR")
+    parser.add_argument("--commit", metavar="REV", help="measure guestfs_mount as of this commit (exported with git "
+                        "archive into the temp dir) instead of the work tree")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) instead of deleting it")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to any one command (default 900)")
     args = parser.parse_args(argv)
@@ -57,7 +59,15 @@ def main(argv=None) -> int:
     need = 3 * max(sizes.read, sizes.rss) + 4 * sizes.parallel * sizes.parallel_files
     if shutil.disk_usage(workdir).free < need:
         print(f"warning: {workdir} has less than {need >> 20} MiB free", file=sys.stderr)
-    machine = report.machine_facts(workdir, args.product.resolve())
+    if args.commit:
+        args.product = workdir / "product"
+        args.product.mkdir()
+        try:
+            report.export_commit(args.commit, args.product)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+    machine = report.machine_facts(workdir, args.product, args.commit)
     runs: list[dict] = []
     failed = False
     started = time.monotonic()

@@ -69,13 +69,21 @@ def _cmd(argv: list[str]) -> str | None:
     return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else None
 
 
-def machine_facts(workdir: Path, product: Path = REPO) -> dict:
+def export_commit(rev: str, into: Path) -> None:
+    """`git archive REV guestfs_mount | tar -x -C INTO`: the package as of a commit, the work tree untouched."""
+    archive = subprocess.run(["git", "archive", rev, "guestfs_mount"], cwd=REPO, capture_output=True, timeout=60)
+    if archive.returncode != 0:
+        raise SystemExit(f"git archive {rev}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True, timeout=60)
+
+
+def machine_facts(workdir: Path, product: Path = REPO, commit: str | None = None) -> dict:
     cpuinfo = _read("/proc/cpuinfo")
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
                  platform.processor() or None)
     meminfo = _read("/proc/meminfo")
     mem_kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
-    dirty = _git("status", "--porcelain", "--", "guestfs_mount")
+    dirty = _git("status", "--porcelain", "--", "guestfs_mount") if product == REPO else ""
     return {
         "cpu_model": model,
         "cpu_count": os.cpu_count(),
@@ -92,7 +100,9 @@ def machine_facts(workdir: Path, product: Path = REPO) -> dict:
         "workdir": str(workdir),
         "workdir_filesystem": filesystem_of(workdir),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git("rev-parse", "HEAD"),
+        "git_commit": _git("rev-parse", "HEAD"),  # of the work tree (the harness)
+        # what was measured: the work tree's package, an export of a commit (--commit), or a directory (--product)
+        "product_commit": _git("rev-parse", commit) if commit else (_git("rev-parse", "HEAD") if product == REPO else None),
         "guestfs_mount_modified": bool(dirty),  # uncommitted changes in guestfs_mount/ at the time of the run
         "product": str(product),  # where the measured guestfs_mount package came from (--product)
         "loadavg_start": _read("/proc/loadavg").split()[:3],
