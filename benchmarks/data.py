@@ -32,7 +32,8 @@ class Sizes:
     repeats: int = 2  # best of this many for each throughput
 
 
-FULL = Sizes(read=GiB, listing=10_000, listing_rest_slow=1000, rsync_files=1000, rss=4 * GiB, parallel=128 * MiB)
+FULL = Sizes(read=GiB, listing=10_000, listing_rest_slow=1000, rsync_files=1000, rss=4 * GiB, parallel=128 * MiB,
+             repeats=3)
 QUICK = Sizes(read=64 * MiB, listing=2000, listing_rest_slow=200, rsync_files=200, rss=256 * MiB, parallel=8 * MiB,
               ttfb_samples=3)
 
