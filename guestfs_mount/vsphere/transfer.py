@@ -78,6 +78,7 @@ class TransferClients:
         self._config = config
         self._default_verify = tls_verify(config) if not config.insecure else False
         self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self.get(None)  # made now: loading the CA store takes tens of ms, which the first read would wait for
 
     def get(self, pin_pem: str | None) -> httpx.AsyncClient:
         key = None if self._config.insecure else pin_pem
