@@ -446,6 +446,25 @@ def test_vcenter_blackhole_gives_etimedout_within_the_configured_timeout(tmp_pat
         assert got == 1
 
 
+def test_an_open_file_already_read_stays_readable_while_vcenter_is_unreachable(tmp_path):
+    with fault_mount(tmp_path, proxy=True, vcenter={"timeout": 1.0}) as m:
+        data = os.urandom(300_000)
+        (m.guest / "f").write_bytes(data)
+        fd = os.open(m.vm / "f", os.O_RDONLY)
+        try:
+            assert os.pread(fd, len(data) + 1, 0) == data  # the whole file is in the spool now
+            time.sleep(2.2)  # past every cache TTL: the kernel asks for the attributes again before reading
+            m.proxy.api = "blackhole"
+            (got, took) = timed(lambda: (os.fstat(fd).st_size, os.pread(fd, len(data) + 1, 0)))
+            print(f"vCenter blackholed: fstat + pread of an open, read file took {took:.2f}s")
+            assert not isinstance(got, OSError), got
+            assert got == (len(data), data) and took < 1.0 + 1.5
+        finally:
+            os.close(fd)
+            m.proxy.api = "pass"
+        assert m.alive()
+
+
 @pytest.mark.parametrize("mode", ["hang", "stall"])
 def test_hung_download_times_out_and_the_mount_keeps_serving(tmp_path, mode):
     with fault_mount(tmp_path, proxy=True) as m:  # timeout = 2 s

@@ -75,6 +75,10 @@ def _loggable(handler: str, args: tuple) -> tuple:
     return tuple(a for a in args if not isinstance(a, (bytes, memoryview)) or len(a) < 256)
 
 
+# errnos of "vCenter or the host did not answer", not of an answer about the file
+UNREACHABLE = (errno.ENOTCONN, errno.ETIMEDOUT, errno.ECONNREFUSED, errno.ECONNRESET)
+
+
 def guest_time(t: float) -> float:
     """Times as the guest keeps them (guest operations carry whole seconds), so what we show before the guest's
     own records arrive is what they will say."""
@@ -292,7 +296,15 @@ class GuestOperations(pyfuse3.Operations):
             if of is None or of.info is None and of.on_guest:
                 raise pyfuse3.FUSEError(errno.ENOENT)
             return self._attrs(inode, of.info or self._created_record(split(node.path)[1], of))
-        return self._attrs(inode, await self._record(node.path, complete=True))
+        try:
+            return self._attrs(inode, await self._record(node.path, complete=True))
+        except (pyfuse3.FUSEError, VSphereError) as e:
+            # the kernel asks before reading an open file whose attributes expired; when vCenter cannot be
+            # reached, the record the open file holds answers, so reads of bytes already here go on
+            if of is None or of.info is None or e.errno not in UNREACHABLE:
+                raise
+            log.debug("getattr of open %s answered from its handle: vCenter unreachable (%s)", node.path, e)
+            return self._attrs(inode, of.info)
 
     @_fuse_errors
     async def setattr(self, inode, attr, fields, fh, ctx):
