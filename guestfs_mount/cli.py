@@ -155,6 +155,7 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
         fuse_options=tuple(fuse_options),
         control_socket=control_socket(mountpoint),
         read_ahead_kb=mount.get("read_ahead_kb", MountSettings.read_ahead_kb),
+        stop_timeout=float(mount.get("stop_timeout", MountSettings.stop_timeout)),
         **optional_cache,
     )
 

@@ -7,7 +7,7 @@ Shape (a public contract: extend it, never change these keys):
     [vms.<glob>]  username, password | password_file | password_env | password_credential  (most specific wins;
                   "default" matches every VM, last)
     [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay
-    [mount]    spool_dir, recovery_dir, windows_drives, vms, read_only, allow_other, read_ahead_kb
+    [mount]    spool_dir, recovery_dir, windows_drives, vms, read_only, allow_other, read_ahead_kb, stop_timeout
 
 Every problem is one `ConfigError` line that names the file and the key; the CLI exits 2 on it.
 """
@@ -97,6 +97,7 @@ MOUNT_KEYS: _Schema = {
     "read_only": _BOOL,
     "allow_other": _BOOL,
     "read_ahead_kb": _POS_INT,
+    "stop_timeout": _POS_NUMBER,
 }
 TABLES = {"vcenter": VCENTER_KEYS, "vms": None, "cache": CACHE_KEYS, "mount": MOUNT_KEYS}
 API_CHOICES = ("auto", "vi-json", "rest")

@@ -1,5 +1,9 @@
-"""Start-up and shutdown of the mount: connect, build the operations, serve until unmounted or signalled,
-upload what is dirty, unmount. The status socket (`guestfs-mount status`) is served for as long as the mount."""
+"""Start-up and shutdown of the mount: deal with spool files a crashed run left (leftovers.py), connect, build the
+operations, serve until unmounted or signalled, upload what is dirty, unmount. The status socket
+(`guestfs-mount status`) is served for as long as the mount.
+
+A stop waits at most `stop_timeout` seconds for uploads (those of closes in progress, and of files still open);
+whatever is still dirty then is copied to the recovery directory, one log line each, and the mount goes away."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Callable
 import pyfuse3
 import trio
 
+from guestfs_mount.fs.leftovers import recover_leftovers
 from guestfs_mount.fs.operations import GuestOperations
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
 from guestfs_mount.fs.status import serve_status
@@ -22,6 +27,7 @@ from guestfs_mount.vsphere.guestfiles import GuestFiles
 log = logging.getLogger(__name__)
 
 MAX_TASKS = 256  # concurrent FUSE requests; a slow guest must not hold up the others
+REQUEST_GRACE = 5.0  # seconds requests still in flight after a stop's uploads may take before they are cut
 
 
 def fuse_options(settings: MountSettings) -> set[str]:
@@ -83,12 +89,13 @@ def run_mount(mountpoint: str, open_client: Callable[[], AbstractAsyncContextMan
 
 async def _serve(mountpoint, open_client, credentials, settings: MountSettings, ready) -> None:
     settings.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    recover_leftovers(settings.spool_dir, settings.recovery_dir)  # before our first spool file exists
     async with open_client() as client:
         ops = GuestOperations(client, credentials, settings)
         pyfuse3.init(ops, mountpoint, fuse_options(settings))
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_signal, ops, nursery)
+                nursery.start_soon(_stop_on_signal, ops, settings.stop_timeout)
                 # the status socket, downloads and FUSE end before the signal task: a SIGTERM that comes while
                 # they wind down is still caught, and the socket file is always removed
                 async with trio.open_nursery() as serving:
@@ -107,7 +114,7 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
                 nursery.cancel_scope.cancel()  # then the signal task
         finally:
             with trio.CancelScope(shield=True):
-                await ops.flush_all()
+                await _finish_uploads(ops, settings.stop_timeout)
             ops.close_spools()
             pyfuse3.close(unmount=True)
             log.info("unmounted %s (largest write %d bytes, largest read %d)", mountpoint, ops.largest_write,
@@ -131,11 +138,29 @@ def _status_document(mountpoint: str, client: GuestFiles, ops: GuestOperations):
     return document
 
 
-async def _stop_on_signal(ops: GuestOperations, nursery: trio.Nursery) -> None:
+async def _stop_on_signal(ops: GuestOperations, stop_timeout: float) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("signal %s: uploading dirty files and unmounting", signal.Signals(signum).name)
+            log.info("signal %s: uploading dirty files (for up to %g s) and unmounting", signal.Signals(signum).name,
+                     stop_timeout)
             with trio.CancelScope(shield=True):
-                await ops.flush_all()
+                finished = await _finish_uploads(ops, stop_timeout)
             pyfuse3.terminate()
+            # pyfuse3.main returns once every request in flight is answered: a read or rename gets a moment; a close
+            # whose upload outlived stop_timeout does not (its bytes are in the recovery directory now)
+            if finished:
+                await trio.sleep(REQUEST_GRACE)  # cancelled as soon as main returns
+            if ops.nursery is not None:
+                ops.nursery.cancel_scope.cancel()
             return
+
+
+async def _finish_uploads(ops: GuestOperations, timeout: float) -> bool:
+    """Upload what is dirty for up to `timeout` seconds, then keep the rest in the recovery directory (a stop must
+    end: systemd's SIGKILL would lose it). True when every upload finished in time."""
+    with trio.move_on_after(timeout) as waiting:
+        await ops.flush_all()
+    kept = ops.keep_unsaved(f"the mount stopped before its upload finished, {timeout:g} s after the stop began")
+    if kept:
+        log.warning("stopped with %d file(s) not uploaded: kept in %s", kept, ops.settings.recovery_dir)
+    return not waiting.cancelled_caught and not kept

@@ -10,18 +10,16 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
-import hashlib
 import logging
 import math
 import os
-import shutil
 import time
-from datetime import datetime, timezone
 
 import pyfuse3
 import trio
 from cachetools import TTLCache
 
+from guestfs_mount.fs import recovery
 from guestfs_mount.fs.attrs import directory, entry_attributes
 from guestfs_mount.fs.handles import DirHandle, Handle, HandleTable, OpenFile
 from guestfs_mount.fs.inodes import InodeTable, is_under, join, split
@@ -102,12 +100,6 @@ def _name(raw: bytes) -> str:
     if len(raw) > NAME_MAX and len(name.encode("utf-16-le")) > 2 * NAME_MAX:
         raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
     return name
-
-
-def _private_copy(src: str | os.PathLike, dest: os.PathLike) -> None:
-    """Copy into a new file only its owner may read (shutil.copyfile alone leaves the mode to the umask)."""
-    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    shutil.copyfile(src, dest)
 
 
 class GuestOperations(pyfuse3.Operations):
@@ -470,6 +462,7 @@ class GuestOperations(pyfuse3.Operations):
                 raise
         if of is not None:
             of.dirty = False  # never upload a file unlinked while open
+            of.spool.mark_clean()
         self.pending.drop_tree(path)
         self.inodes.unlink(path)
         self.cache.remove_tree(path)
@@ -535,7 +528,11 @@ class GuestOperations(pyfuse3.Operations):
             of = self.handles.files.get(replaced.inode)
             if of is not None:
                 of.dirty = False
+                of.spool.mark_clean()
         self.inodes.rename(old, new)
+        for of in self.handles.files.values():  # unsaved bytes after a crash go by the name they have now
+            if of.spool.marked is not None and is_under(of.spool.marked, old):
+                self._mark_dirty(of)
         self.pending.rename(old, new)
         self.cache.rename(old, new, dataclasses.replace(info, name=split(new)[1], **self.pending.as_changes(new)))
 
@@ -633,6 +630,7 @@ class GuestOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=handle.fh, keep_cache=False), self._attrs(inode, info)
 
     def _changed(self, of: OpenFile) -> None:
+        self._mark_dirty(of)
         of.dirty = True
         of.mtime = guest_time(time.time())
         of.user_mtime = None
@@ -686,6 +684,7 @@ class GuestOperations(pyfuse3.Operations):
             await of.spool.wait_complete()
             if handle.append:
                 off = of.spool.size()
+            self._mark_dirty(of)  # before the bytes land: a spool holding unsaved bytes always says whose they are
             n = of.spool.write(off, buf)
             self._changed(of)
         self.largest_write = max(self.largest_write, n)
@@ -764,6 +763,7 @@ class GuestOperations(pyfuse3.Operations):
             node = self.inodes.find_inode(of.inode)
             if not of.dirty or node is None or node.unlinked:
                 of.dirty = False
+                of.spool.mark_clean()
                 return
             path = node.path
             held = self.pending.take(path)
@@ -812,6 +812,7 @@ class GuestOperations(pyfuse3.Operations):
                                                            ignore_enoent=True)
                 raise pyfuse3.FUSEError(err) from None
             of.dirty = False
+            of.spool.mark_clean()
             if self.pending.delay > 0:
                 self._just_uploaded[path] = True
             info = GuestFileInfo(name=split(path)[1], type=FileType.FILE, size=size, permissions=perms, uid=uid,
@@ -821,6 +822,12 @@ class GuestOperations(pyfuse3.Operations):
             of.mtime = mtime
             self.cache.put(path, info)
             self._open_sig[of.inode] = (size, mtime)
+
+    def _mark_dirty(self, of: OpenFile) -> None:
+        """Record next to the spool which guest path its unsaved bytes belong to (spool.py, leftovers.py)."""
+        node = self.inodes.find_inode(of.inode)
+        if node is not None and not node.unlinked:
+            of.spool.mark_dirty(node.path)
 
     async def _new_file_owner(self, target, path: str) -> tuple[int | None, int | None]:
         """Who owns a file the guest login created: learned from the first one per VM, so later new files have
@@ -836,25 +843,9 @@ class GuestOperations(pyfuse3.Operations):
             owner = self._login_owner[target.vm.name] = (info.uid, info.gid)
         return owner
 
-    def _recover(self, of: OpenFile, path: str, error: Exception) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        dest = self.settings.recovery_dir / f"{path}.{stamp}"
+    def _recover(self, of: OpenFile, path: str, error: Exception | str) -> None:
         try:
-            # guest files (an edited /etc/shadow, say) are kept for the mount's user only, as the spool is
-            self.settings.recovery_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                _private_copy(of.spool.path, dest)
-            except OSError as e:
-                if e.errno != errno.ENAMETOOLONG:
-                    raise
-                # a 255-byte name plus the stamp, or a path deeper than the local PATH_MAX, does not fit here:
-                # a short name under the VM's directory instead (the log line below names both)
-                vm, base = path.partition("/")[0], os.fsencode(split(path)[1])[:100].decode("utf-8", "ignore")
-                digest = hashlib.sha256(path.encode()).hexdigest()[:12]
-                dest = self.settings.recovery_dir / vm / f"{base}-{digest}.{stamp}"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                _private_copy(of.spool.path, dest)
+            dest = recovery.keep(self.settings.recovery_dir, path, of.spool.path)
             log.error("upload of %s failed (%s); its content is kept in %s", path, error, dest)
         except OSError as e:
             log.error("upload of %s failed (%s) and its content could not be kept: %s", path, error, e)
@@ -898,13 +889,32 @@ class GuestOperations(pyfuse3.Operations):
         self.handles.files.clear()
 
     async def flush_all(self) -> None:
-        """Upload every dirty file and send every held chmod/touch (at unmount and on SIGTERM)."""
+        """Upload every dirty file and send every held chmod/touch (at unmount and on SIGTERM). The uploads run
+        side by side: a stop waits for the slowest, not for their sum."""
         for path in self.pending.paths():
             await self._send_held(path, quiet=True)
+        async with trio.open_nursery() as nursery:
+            for of in self.handles.dirty_files():
+                nursery.start_soon(self._upload_at_unmount, of)
+
+    async def _upload_at_unmount(self, of: OpenFile) -> None:
+        try:
+            await self._upload(of)
+        except pyfuse3.FUSEError as e:
+            log.warning("upload at unmount failed: errno %s", e.errno)
+        except Exception:
+            log.exception("upload at unmount failed")
+
+    def keep_unsaved(self, why: str) -> int:
+        """Copy every file still dirty (its upload not started, or not finished) to the recovery directory with
+        its log line, and count it done: at a stop that could not wait any longer (mount.py). An upload still
+        running may yet finish; then the file is on the guest as well."""
+        kept = 0
         for of in self.handles.dirty_files():
-            try:
-                await self._upload(of)
-            except pyfuse3.FUSEError as e:
-                log.warning("upload at unmount failed: errno %s", e.errno)
-            except Exception:
-                log.exception("upload at unmount failed")
+            node = self.inodes.find_inode(of.inode)
+            if node is None or node.unlinked:
+                continue
+            self._recover(of, node.path, why)
+            of.dirty = False
+            kept += 1
+        return kept

@@ -33,3 +33,5 @@ class MountSettings:
     attr_delay: float = 1.0  # seconds a chmod/touch of a closed file may wait to share one guest call (0: never)
     read_ahead_kb: int = 1024  # the kernel's read-ahead for this mount (0: leave the kernel's 128 KiB)
     control_socket: Path | None = None  # unix socket that serves `guestfs-mount status` (None: no status)
+    # seconds a stop (SIGTERM, SIGINT, unmount) waits for uploads; what is still dirty then goes to recovery_dir
+    stop_timeout: float = 60.0

@@ -6,12 +6,18 @@ waiter with the error's errno; it never looks like a complete short file. `cance
 for any more. Writes go straight into the file (after the download completed, or after a truncate to 0, which
 makes the spool complete without any download). The owner (an `OpenFile`) calls `close` to delete the file.
 While the download runs it is on the mount's `LiveTransfers` (what `guestfs-mount status` shows).
+
+Before the first byte of a local change lands in a spool, `mark_dirty` writes a sidecar `<spool>.path` naming the
+guest path; `mark_clean` (after the upload) and `close` remove it. A spool file left behind by a dead process
+(SIGKILL, crash) with a sidecar may hold the only copy of written bytes: leftovers.py moves it to the recovery
+directory at the next start; one without a sidecar was only a download copy.
 """
 
 from __future__ import annotations
 
 import errno
 import itertools
+import json
 import logging
 import os
 from pathlib import Path
@@ -45,8 +51,17 @@ class DownloadFailed(Exception):
 class Spool:
     def __init__(self, spool_dir: Path, label: str = "") -> None:
         spool_dir.mkdir(parents=True, exist_ok=True)
-        self.path = spool_dir / f"{os.getpid()}-{next(_ids)}.spool"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        while True:
+            self.path = spool_dir / f"{os.getpid()}-{next(_ids)}.spool"
+            try:
+                # O_EXCL: a leftover of an earlier process that had our pid (a restarted container) may hold
+                # unsaved bytes; it is never truncated, only skipped
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except FileExistsError:
+                continue
+        self.sidecar = sidecar_path(self.path)
+        self.marked: str | None = None  # the guest path the sidecar names (None: no sidecar)
         self.label = label
         self.have = 0  # bytes downloaded so far (a prefix of the file)
         self.complete = False  # the whole file is here (downloaded, or made locally)
@@ -160,6 +175,35 @@ class Spool:
         """Bytes the spool file takes on disk (0 once closed)."""
         return os.fstat(self.fd).st_blocks * 512 if self.fd >= 0 else 0
 
+    # --- crash safety -----------------------------------------------------------------------------------
+    def mark_dirty(self, guest_path: str) -> None:
+        """Name the guest path of this spool's unsaved bytes in its sidecar (written anew only when it changes:
+        the first change since the last upload, or a rename). A sidecar that cannot be written is logged and
+        costs only the name after a crash: the spool is still moved to the recovery directory."""
+        if self.marked == guest_path or self.fd < 0:
+            return
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, json.dumps({"path": guest_path}).encode() + b"\n")
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.sidecar)  # whole or absent, never half a name
+            self.marked = guest_path
+        except OSError as e:
+            log.warning("spool %s: the guest path of its unsaved bytes could not be recorded: %s", self.path, e)
+
+    def mark_clean(self) -> None:
+        """The spool's bytes are on the guest (or kept in the recovery directory): a crash now loses nothing."""
+        if self.marked is None:
+            return
+        self.marked = None
+        try:
+            self.sidecar.unlink()
+        except FileNotFoundError:
+            pass
+
     def close(self) -> None:
         self.cancel()
         if self.fd >= 0:
@@ -169,3 +213,15 @@ class Spool:
             self.path.unlink()
         except FileNotFoundError:
             pass
+        # after the spool: a sidecar without its spool is harmless (removed at the next start), the reverse
+        # would make unsaved bytes look like a download copy
+        self.marked = None
+        try:
+            self.sidecar.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def sidecar_path(spool_path: Path) -> Path:
+    """`<pid>-<n>.spool.path`: the guest path of a dirty spool's bytes, for recovery after a crash."""
+    return spool_path.with_name(spool_path.name + ".path")
