@@ -1,7 +1,7 @@
 """Mount guestfs-mount for a test, driven by real programs.
 
-`mounted_guestfs(tmp, api)` starts the simulator (tests/helpers/simulator.py) with one Linux VM `vm1`, writes a
-0600 config file and runs `python -m guestfs_mount MP --config FILE --foreground` through `mounting.mounted`,
+`mounted_guestfs(tmp, api)` starts the simulator (tests/helpers/simulator.py) with one Linux VM `vm1` (or the
+Linux VMs named in `vms=`), writes a 0600 config file (`mount_config=` adds keys to its [mount] table) and runs `python -m guestfs_mount MP --config FILE --foreground` through `mounting.mounted`,
 which always unmounts: the real command line, the real client and the real simulator over real sockets.
 """
 
@@ -29,6 +29,23 @@ class GuestMount:
     log_path: Path
     sim: Simulator
     proc: object  # the mount's process
+    vm_names: tuple[str, ...] = (VM,)
+
+    def vm_dir(self, name: str) -> Path:
+        """A VM's directory in the mount."""
+        return self.mp / name
+
+    def guest_dir(self, name: str) -> Path:
+        """A VM's files as the guest has them (the simulator's directory)."""
+        return self.root / name
+
+    @property
+    def spool(self) -> Path:
+        return self.log_path.parent / "spool"
+
+    @property
+    def recovered(self) -> Path:
+        return self.log_path.parent / "recovered"
 
     @property
     def vm(self) -> Path:
@@ -83,18 +100,20 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, a
 @contextlib.contextmanager
 def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_ttl: float = 5.0,
                     setup: Callable[[Path], None] | None = None,
-                    extra_args: tuple[str, ...] = ()) -> Iterator[GuestMount]:
+                    extra_args: tuple[str, ...] = (), vms: tuple[str, ...] = (VM,),
+                    mount_config: str = "") -> Iterator[GuestMount]:
     root, mp = tmp / "vms", tmp / "mnt"
-    (root / VM).mkdir(parents=True, exist_ok=True)
+    for name in vms:
+        (root / name).mkdir(parents=True, exist_ok=True)
     if setup is not None:
         setup(root / VM)
     spool, recovered, log_path = tmp / "spool", tmp / "recovered", tmp / "mount.log"
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(running_simulator(root, log_path=tmp / "sim.log"))
         cfg = tmp / "config.toml"
-        write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl)
+        write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl, extra=mount_config)
         argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground", *extra_args]
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
         proc = stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
-        yield GuestMount(mp, root, api, log_path, sim, proc)
+        yield GuestMount(mp, root, api, log_path, sim, proc, tuple(vms))
 

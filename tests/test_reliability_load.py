@@ -1,0 +1,281 @@
+"""Load: 32 concurrent workers write, overwrite, append, read, rename and delete files across 4 VMs through one
+mount for 10 s (CI) or 60 s (`--run-slow` / GUESTFS_SLOW=1), then the sha256 of every file is checked through the
+mount and directly in the simulator's directories against what the workers wrote.
+
+Each worker owns one directory (`vmK/wNN`) and keeps a model of it (name -> bytes), so every check is exact: a
+read of its own file, a listing of its directory, a stat's size. Reads of files others wrote go to files each
+worker publishes once and never changes (`vmK/shared/wNN-n`). 28 workers use os/open/shutil from threads; 4 run
+`cp` and `cat` as subprocesses. Any error is unexpected. The figures (operations, errors, bytes, peak RSS of the
+mount process from VmHWM) are printed: `pytest -s` shows them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.mounting import wait_until
+from tests.helpers.mountfs import mounted_guestfs
+
+VMS = ("vm1", "vm2", "vm3", "vm4")
+WORKERS = 32
+PROGRAM_WORKERS = 4  # workers that write with cp and read with cat
+MAX_FILES = 10  # per worker: bounds the model's memory
+SIZES = (0, 1, 100, 4096, 65536, 200_000, 1 << 20)
+SIZE_WEIGHTS = (1, 2, 3, 4, 4, 3, 1)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@dataclass
+class Shared:
+    """What all workers see: the immutable files published so far, and the errors."""
+
+    published: list[tuple[Path, str]] = field(default_factory=list)  # (path in the mount, sha256)
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def error(self, text: str) -> None:
+        with self.lock:
+            self.errors.append(text)
+
+
+class Worker:
+    def __init__(self, n: int, mp: Path, shared: Shared, deadline: float, seed: int, programs: bool, tmp: Path):
+        self.n, self.shared, self.deadline, self.programs = n, shared, deadline, programs
+        self.vm = VMS[n % len(VMS)]
+        self.rel = f"{self.vm}/w{n:02d}"
+        self.dir = mp / self.rel
+        self.shared_dir = mp / self.vm / "shared"
+        self.rng = random.Random(seed * 1000 + n)
+        self.model: dict[str, bytes] = {}
+        self.ops: Counter = Counter()
+        self.bytes_written = self.bytes_read = 0
+        self.serial = 0
+        self.published = 0
+        self.scratch = tmp / f"w{n:02d}.src"  # what cp copies from
+
+    # --- helpers ------------------------------------------------------------------------------------------
+    def data(self) -> bytes:
+        return self.rng.randbytes(self.rng.choices(SIZES, SIZE_WEIGHTS)[0])
+
+    def new_name(self) -> str:
+        self.serial += 1
+        return f"f{self.serial}"
+
+    def put(self, path: Path, data: bytes) -> None:
+        if self.programs:
+            self.scratch.write_bytes(data)
+            p = subprocess.run(["cp", str(self.scratch), str(path)], capture_output=True, text=True, timeout=120)
+            if p.returncode:
+                raise OSError(f"cp exited {p.returncode}: {p.stderr.strip()}")
+        else:
+            with open(path, "wb") as f:
+                f.write(data)
+        self.bytes_written += len(data)
+
+    def get(self, path: Path) -> bytes:
+        if self.programs:
+            p = subprocess.run(["cat", str(path)], capture_output=True, timeout=120)
+            if p.returncode:
+                raise OSError(f"cat exited {p.returncode}: {p.stderr.decode(errors='replace').strip()}")
+            data = p.stdout
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+        self.bytes_read += len(data)
+        return data
+
+    def check(self, what: str, got, want) -> None:
+        if got != want:
+            self.shared.error(f"{self.rel}: {what}: mismatch")
+
+    # --- operations ---------------------------------------------------------------------------------------
+    def op_new(self):
+        if len(self.model) >= MAX_FILES:
+            return self.op_delete()
+        name, data = self.new_name(), self.data()
+        self.put(self.dir / name, data)
+        self.model[name] = data
+
+    def op_overwrite(self, name):
+        data = self.data()
+        self.put(self.dir / name, data)
+        self.model[name] = data
+
+    def op_append(self, name):
+        extra = self.rng.randbytes(self.rng.choice((1, 10, 4096, 65536)))
+        with open(self.dir / name, "ab") as f:
+            f.write(extra)
+        self.model[name] += extra
+        self.bytes_written += len(extra)
+
+    def op_read(self, name):
+        self.check(f"read {name}", sha(self.get(self.dir / name)), sha(self.model[name]))
+
+    def op_stat(self, name):
+        self.check(f"size of {name}", os.stat(self.dir / name).st_size, len(self.model[name]))
+
+    def op_list(self):
+        self.check("listing", sorted(os.listdir(self.dir)), sorted(self.model))
+
+    def op_rename(self, name):
+        new = self.new_name()
+        os.rename(self.dir / name, self.dir / new)
+        self.model[new] = self.model.pop(name)
+
+    def op_delete(self, name=None):
+        name = name or self.rng.choice(sorted(self.model))
+        os.unlink(self.dir / name)
+        del self.model[name]
+
+    def op_read_others(self):
+        with self.shared.lock:
+            if not self.shared.published:
+                return
+            path, digest = self.rng.choice(self.shared.published)
+        self.check(f"read of {path.name} (written by another worker)", sha(self.get(path)), digest)
+
+    def op_publish(self):
+        data = self.data()
+        path = self.shared_dir / f"w{self.n:02d}-{self.published}"
+        self.published += 1
+        self.put(path, data)
+        with self.shared.lock:
+            self.shared.published.append((path, sha(data)))
+
+    def step(self) -> str:
+        if not self.model:
+            kind = "new"
+        else:
+            kind = self.rng.choices(
+                ("new", "overwrite", "append", "read", "stat", "list", "rename", "delete", "read_others", "publish"),
+                (5, 3, 3, 5, 2, 1, 2, 2, 3, 1))[0]
+        name = self.rng.choice(sorted(self.model)) if self.model else None
+        if kind in ("overwrite", "append", "read", "stat", "rename", "delete"):
+            getattr(self, f"op_{kind}")(name)
+        else:
+            getattr(self, f"op_{kind}")()
+        return kind
+
+    def run(self) -> None:
+        try:
+            self.dir.mkdir()
+        except OSError as e:
+            self.shared.error(f"{self.rel}: mkdir: {e!r}")
+            return
+        while time.monotonic() < self.deadline:
+            kind = "?"
+            try:
+                kind = self.step()
+                self.ops[kind] += 1
+            except Exception as e:  # every error is unexpected: counted, and the worker goes on
+                self.shared.error(f"{self.rel}: {kind}: {e!r}")
+                self.ops["failed"] += 1
+                # the model no longer knows this directory for sure: learn it anew from the guest's truth
+                self.resync()
+
+    def resync(self) -> None:
+        try:
+            self.model = {name: (self.dir / name).read_bytes() for name in os.listdir(self.dir)}
+        except OSError as e:
+            self.shared.error(f"{self.rel}: resync: {e!r}")
+
+
+def run_load(tmp_path: Path, seconds: float) -> None:
+    seed = int(os.environ.get("GUESTFS_LOAD_SEED", "0")) or random.randrange(1, 1 << 30)
+    with mounted_guestfs(tmp_path, vms=VMS) as m:
+        for vm in VMS:
+            (m.vm_dir(vm) / "shared").mkdir()
+        shared = Shared()
+        deadline = time.monotonic() + seconds
+        workers = [Worker(n, m.mp, shared, deadline, seed, n < PROGRAM_WORKERS, tmp_path) for n in range(WORKERS)]
+        threads = [threading.Thread(target=w.run, daemon=True, name=f"load-{w.n}") for w in workers]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()) + 180)
+        elapsed = time.monotonic() - t0
+        stuck = [t.name for t in threads if t.is_alive()]
+        assert not stuck, f"workers still in a call 180 s after the end: {stuck}; log: {m.log()[-3000:]}"
+
+        # every file, through the mount and on the guest, against the models
+        mismatches: list[str] = []
+        checked = 0
+        for w in workers:
+            guest_dir = m.guest_dir(w.vm) / f"w{w.n:02d}"
+            on_guest = sorted(p.name for p in guest_dir.iterdir())
+            if on_guest != sorted(w.model):
+                mismatches.append(f"{w.rel}: guest has {on_guest}, the worker wrote {sorted(w.model)}")
+            for name, data in w.model.items():
+                want = sha(data)
+                checked += 1
+                for where, path in (("mount", w.dir / name), ("guest", guest_dir / name)):
+                    try:
+                        got = file_sha(path)
+                    except OSError as e:
+                        got = repr(e)
+                    if got != want:
+                        mismatches.append(f"{w.rel}/{name} via the {where}: {got[:16]} != {want[:16]}")
+        for path, want in shared.published:
+            checked += 1
+            guest_path = m.root / path.relative_to(m.mp)
+            for where, p in (("mount", path), ("guest", guest_path)):
+                got = file_sha(p)
+                if got != want:
+                    mismatches.append(f"{path.relative_to(m.mp)} via the {where}: {got[:16]} != {want[:16]}")
+
+        rss = peak_rss_kib(m.proc.pid)
+        ops = sum((w.ops for w in workers), Counter())
+        written = sum(w.bytes_written for w in workers)
+        read = sum(w.bytes_read for w in workers)
+        total = sum(v for k, v in ops.items() if k != "failed")
+        print(f"\nload: {WORKERS} workers ({PROGRAM_WORKERS} with cp/cat) on {len(VMS)} VMs for {elapsed:.1f} s "
+              f"(seed {seed}): {total} operations ({total / elapsed:.0f}/s), {dict(sorted(ops.items()))}; "
+              f"{written / 2**20:.1f} MiB written, {read / 2**20:.1f} MiB read; {checked} files checked, "
+              f"{len(mismatches)} mismatches, {len(shared.errors)} errors; mount peak RSS {rss / 1024:.1f} MiB")
+        assert not shared.errors, shared.errors[:20]
+        assert not mismatches, mismatches[:20]
+        assert "Traceback" not in m.log(), m.log()[-3000:]
+        assert total > WORKERS * 5, "the load did almost nothing"
+        # every file was closed: the kernel's releases (sent after close returns) delete the spool files
+        assert wait_until(lambda: not any(m.spool.iterdir()), 5), sorted(p.name for p in m.spool.iterdir())
+    assert not (tmp_path / "recovered").exists(), "an upload failed under load"
+
+
+def test_load_32_workers_4_vms_short(tmp_path):
+    run_load(tmp_path, float(os.environ.get("GUESTFS_LOAD_SECONDS", "10")))
+
+
+@pytest.mark.slow
+def test_load_32_workers_4_vms_60s(tmp_path):
+    run_load(tmp_path, 60)
