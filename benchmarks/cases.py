@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import raw
-from benchmarks.data import Dataset, MiB, Sizes
+from benchmarks.data import GiB, Dataset, MiB, Sizes
 from benchmarks.rig import VM, Mount, Sim
 
 
@@ -75,6 +75,41 @@ def read_through(path: Path, size: int) -> float:
     return seconds
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/PID/stat utime and stime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuUse:
+    """CPU seconds the mount and the simulator use over several blocks (`with use:`), per GiB moved: where the
+    time of a transfer goes on a machine with few cores."""
+
+    def __init__(self, ctx: Ctx):
+        self.pids = {"mount": ctx.mount.process.pid, "sim": ctx.sim.process.pid}
+        self.used = dict.fromkeys(self.pids, 0.0)
+        self.nbytes = 0
+
+    def measure(self, nbytes: int):
+        use = self
+
+        class Block:
+            def __enter__(self):
+                self.start = {k: cpu_s(pid) for k, pid in use.pids.items()}
+
+            def __exit__(self, *exc):
+                if exc[0] is None:
+                    for k, pid in use.pids.items():
+                        use.used[k] += cpu_s(pid) - self.start[k]
+                    use.nbytes += nbytes
+
+        return Block()
+
+    def per_gib(self, who: str) -> float | None:
+        return round(self.used[who] / (self.nbytes / GiB), 2) if self.nbytes else None
+
+
 def unlink_guest(ctx: Ctx, guest_path: str) -> None:
     raw.drop_guest_file(ctx.sim, guest_path)
 
@@ -90,10 +125,14 @@ def check_guest_size(ctx: Ctx, guest_path: str, size: int) -> None:
 def case_read(ctx: Ctx) -> dict:
     size = ctx.sizes.read
     best = {"mount": 0.0, "httpx": 0.0, "curl": 0.0}
+    cpu_mount, cpu_raw = CpuUse(ctx), CpuUse(ctx)
     for _ in range(ctx.sizes.repeats):
         name = ctx.fresh(size)
-        best["mount"] = max(best["mount"], mib_s(size, read_through(ctx.in_mount(name), size)))
-        got = raw.get_httpx(ctx.guest, name)
+        with cpu_mount.measure(size):
+            seconds = read_through(ctx.in_mount(name), size)
+        best["mount"] = max(best["mount"], mib_s(size, seconds))
+        with cpu_raw.measure(size):
+            got = raw.get_httpx(ctx.guest, name)
         assert got["bytes"] == size, got
         best["httpx"] = max(best["httpx"], mib_s(size, got["seconds"]))
         if raw.HAVE_CURL:
@@ -103,7 +142,9 @@ def case_read(ctx: Ctx) -> dict:
     raw_best = max(best["httpx"], best["curl"])
     return {"mount_read_mib_s": best["mount"], "raw_read_httpx_mib_s": best["httpx"],
             "raw_read_curl_mib_s": best["curl"] or None, "raw_read_mib_s": raw_best,
-            "read_ratio": ratio(best["mount"], raw_best)}
+            "read_ratio": ratio(best["mount"], raw_best),
+            "mount_read_cpu_s_per_gib": cpu_mount.per_gib("mount"), "sim_read_cpu_s_per_gib": cpu_mount.per_gib("sim"),
+            "sim_raw_read_cpu_s_per_gib": cpu_raw.per_gib("sim")}
 
 
 def _mount_first_4k(path: Path) -> float:
@@ -143,14 +184,18 @@ def case_write(ctx: Ctx) -> dict:
     size = ctx.sizes.read
     source = ctx.data.local(size)
     best = {"mount": 0.0, "httpx": 0.0, "curl": 0.0}
+    cpu_mount, cpu_raw = CpuUse(ctx), CpuUse(ctx)
     for _ in range(ctx.sizes.repeats):
         name = ctx.out_name("w")
-        seconds = run(["cp", str(source), str(ctx.in_mount(name))], ctx.timeout)
+        with cpu_mount.measure(size):
+            seconds = run(["cp", str(source), str(ctx.in_mount(name))], ctx.timeout)
         check_guest_size(ctx, name, size)
         unlink_guest(ctx, name)
         best["mount"] = max(best["mount"], mib_s(size, seconds))
         name = ctx.out_name("raw")
-        best["httpx"] = max(best["httpx"], mib_s(size, raw.put_httpx(ctx.guest, source, name)["seconds"]))
+        with cpu_raw.measure(size):
+            got = raw.put_httpx(ctx.guest, source, name)
+        best["httpx"] = max(best["httpx"], mib_s(size, got["seconds"]))
         check_guest_size(ctx, name, size)
         unlink_guest(ctx, name)
         if raw.HAVE_CURL:
@@ -161,7 +206,9 @@ def case_write(ctx: Ctx) -> dict:
     raw_best = max(best["httpx"], best["curl"])
     return {"mount_write_mib_s": best["mount"], "raw_write_httpx_mib_s": best["httpx"],
             "raw_write_curl_mib_s": best["curl"] or None, "raw_write_mib_s": raw_best,
-            "write_ratio": ratio(best["mount"], raw_best)}
+            "write_ratio": ratio(best["mount"], raw_best),
+            "mount_write_cpu_s_per_gib": cpu_mount.per_gib("mount"), "sim_write_cpu_s_per_gib": cpu_mount.per_gib("sim"),
+            "sim_raw_write_cpu_s_per_gib": cpu_raw.per_gib("sim")}
 
 
 # --- metadata: ls -l and rsync -------------------------------------------------------------------------------
