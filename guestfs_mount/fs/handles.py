@@ -42,6 +42,7 @@ class Handle:
     file: OpenFile
     writable: bool
     append: bool
+    flushed: bool = False  # flush came (its fd was closed) and no write since: the release alone is still due
 
 
 @dataclass

@@ -7,6 +7,7 @@ byte range; writes go to the spool; the upload happens on flush (close of the la
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -488,6 +489,17 @@ class GuestOperations(pyfuse3.Operations):
             dst = None
         src_t = await self.vms.target(old)
         dst_t = await self.vms.target(new)
+        node = self.inodes.find(old)
+        moving = self.handles.files.get(node.inode) if node and info.type is not FileType.DIRECTORY else None
+        # an upload in flight has its guest path already: the file moves once it has landed (else the upload
+        # lands under the old name after the move, a stale copy there and the old content under the new one)
+        async with moving.lock if moving is not None else contextlib.nullcontext():
+            if moving is not None:
+                info = await self._record(old)  # the upload we waited for has put its new record in the cache
+            await self._move(old, new, info, dst, src_t, dst_t, moving)
+
+    async def _move(self, old: str, new: str, info: GuestFileInfo, dst: GuestFileInfo | None, src_t, dst_t,
+                    of: OpenFile | None) -> None:
         vm, creds = src_t.vm.id, src_t.creds
         if info.type is FileType.DIRECTORY:
             if is_under(new, old):
@@ -507,8 +519,6 @@ class GuestOperations(pyfuse3.Operations):
         else:
             if dst is not None and dst.type is FileType.DIRECTORY:
                 raise pyfuse3.FUSEError(errno.EISDIR)
-            node = self.inodes.find(old)
-            of = self.handles.files.get(node.inode) if node else None
             if of is None or of.on_guest:
                 try:
                     await self.client.move_file(vm, creds, src_t.guest_path, dst_t.guest_path, overwrite=True)
@@ -686,6 +696,7 @@ class GuestOperations(pyfuse3.Operations):
                 off = of.spool.size()
             self._mark_dirty(of)  # before the bytes land: a spool holding unsaved bytes always says whose they are
             n = of.spool.write(off, buf)
+            handle.flushed = False
             self._changed(of)
         self.largest_write = max(self.largest_write, n)
         return n
@@ -714,10 +725,19 @@ class GuestOperations(pyfuse3.Operations):
     @_fuse_errors
     async def flush(self, fh):
         handle = self.handles.get(fh)
-        if handle.writable and handle.file.dirty and handle.file.writers <= 1:
+        handle.flushed = True
+        if handle.writable and handle.file.dirty and not self._writers_at_work(handle):
             await self._upload(handle.file)
         if handle.file.handles <= 1:
             await self._send_held(self._path(handle.inode))
+
+    def _writers_at_work(self, handle: Handle) -> bool:
+        """Whether another writable handle of the same file may still write: one not flushed since its last write.
+        A handle whose fd was closed is flushed, but its release may come much later (the kernel queues releases
+        behind its other background requests): counted as a writer, it made a close return before its upload,
+        which then raced the program's next rename."""
+        return any(isinstance(h, Handle) and h is not handle and h.file is handle.file and h.writable
+                   and not h.flushed for h in self.handles.handles.values())
 
     @_fuse_errors
     async def fsync(self, fh, datasync):
