@@ -26,8 +26,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (64 MiB read/write, 2,000 entries, 200 rsync files, 256 MiB RSS copy, "
                              "8 x 8 MiB parallel) at latency 0 and the vi-json dialect only, unless --latency-ms "
-                             "or --api say otherwise; about a minute")
+                             "or --api say otherwise; well under a minute (the full run: ~20 min)")
     parser.add_argument("--json", metavar="FILE", help="write every figure by name, per latency and dialect, here")
+    parser.add_argument("--markdown", metavar="FILE", help="write the table and the machine as Markdown here")
     parser.add_argument("--latency-ms", metavar="N,N", help="simulator latencies per API call (default 0,50)")
     parser.add_argument("--api", metavar="A,A", help="dialects, the first is the summary's (default vi-json,rest)")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(CASES),
@@ -113,6 +114,8 @@ def main(argv=None) -> int:
             print(f"({machine['elapsed_s']} s; workdir {workdir} on {machine['workdir_filesystem']})")
             if args.json:
                 report.write_json(doc, args.json)
+            if args.markdown:
+                Path(args.markdown).write_text(report.markdown(doc))
         finally:
             if args.keep:
                 print(f"kept {workdir}", file=sys.stderr)

@@ -95,8 +95,8 @@ def machine_facts(workdir: Path, product: Path = REPO, commit: str | None = None
         "httpcore": _version("httpcore"),
         "trio": _version("trio"),
         "libfuse": _cmd(["fusermount3", "-V"]),
-        "curl": _cmd(["curl", "--version"]),
-        "rsync": _cmd(["rsync", "--version"]),
+        "curl": " ".join((_cmd(["curl", "--version"]) or "").split()[:2]) or None,
+        "rsync": " ".join((_cmd(["rsync", "--version"]) or "").split()[:3]) or None,
         "workdir": str(workdir),
         "workdir_filesystem": filesystem_of(workdir),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -133,11 +133,9 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-def table(doc: dict) -> str:
+def _rows(doc: dict) -> list[list[str]]:
     """Figures as rows, one column per run (latency/dialect), then target and whether every run meets it."""
     runs = doc["runs"]
-    if not runs:
-        return "no runs"
     names: list[str] = []
     for run in runs:
         for name in run["figures"]:
@@ -154,16 +152,39 @@ def table(doc: dict) -> str:
         ok = "" if not target or not oks else ("yes" if all(oks) else "NO")
         cells = [_fmt(v) + ("!" if meets(name, v) is False else "") for v in values]  # "!": misses the target
         rows.append([name, *cells, target, ok])
+    return rows
+
+
+def _by_method(doc: dict) -> list[str]:
+    return [f"{run['api']} {run['latency_ms']}ms {name}: {_fmt(value)}"
+            for run in doc["runs"] for name, value in run["figures"].items() if isinstance(value, dict)]
+
+
+def table(doc: dict) -> str:
+    """The console table."""
+    if not doc["runs"]:
+        return "no runs"
+    rows = _rows(doc)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    extra = []
-    for run in runs:
-        for name, value in run["figures"].items():
-            if isinstance(value, dict):
-                extra.append(f"  {run['api']} {run['latency_ms']}ms {name}: {_fmt(value)}")
-    return "\n".join(lines + (["", "calls by method:"] + extra if extra else []))
+    extra = ["  " + line for line in _by_method(doc)]
+    errors = [f"  {r['api']} {r['latency_ms']}ms {case}: {e}" for r in doc["runs"] for case, e in r.get("errors", {}).items()]
+    return "\n".join(lines + (["", "calls by method:"] + extra if extra else []) + (["", "errors:"] + errors if errors else []))
+
+
+def markdown(doc: dict) -> str:
+    """The table, the calls by method and the machine as Markdown, for docs/performance.md."""
+    if not doc["runs"]:
+        return "no runs\n"
+    rows = _rows(doc)
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |" for row in rows[1:]]
+    out += ["", "Guest calls by method:", ""] + [f"- {line}" for line in _by_method(doc)]
+    m = doc["machine"]
+    out += ["", "Machine: " + "; ".join(f"{k} {v}" for k, v in m.items() if k not in ("workdir", "product")) + "."]
+    return "\n".join(out) + "\n"
 
 
 def write_json(doc: dict, path: str) -> None:

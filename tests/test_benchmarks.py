@@ -11,12 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_quick_ttfb_writes_json(tmp_path):
-    out = tmp_path / "bench.json"
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "ttfb", "--json", str(out),
-                           "--workdir", str(tmp_path)],
+                           "--markdown", str(md), "--workdir", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ttfb_ratio" in done.stdout  # the table
+    assert "| `ttfb_ratio` |" in md.read_text()
     doc = json.loads(out.read_text())
     assert set(doc) >= {"summary", "runs", "machine", "targets", "options"}
     [run] = doc["runs"]
@@ -32,3 +33,4 @@ def test_quick_ttfb_writes_json(tmp_path):
         assert machine.get(key), key
     # the temp dir (mount point, spool, data) is gone, so nothing is still mounted there
     assert not any(p.name.startswith("guestfs-bench-") for p in tmp_path.iterdir())
+    assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
