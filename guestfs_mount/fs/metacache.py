@@ -4,6 +4,10 @@ Entries die by TTL (`attr_ttl` for attributes and negative lookups, `dir_ttl` fo
 invalidation when this mount changes something itself, so a process never sees its own change undone. Keys are
 mount paths (see inodes.py). A listing maps each name to the record the listing gave; a record from `stat`
 (or one we built after our own change) goes to the attribute cache and overrides the listing's record.
+
+A guest answer may predate a change this mount made while it was on its way (a listing made before our upload
+landed arrives after it): take `mark()` before asking, and do not keep an answer for which `changed_since` says
+this mount changed the path (or, for a listing, something in the directory) after the mark.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from guestfs_mount.vsphere.model import GuestFileInfo
 
 # a cached "no such file" (a missing key means "unknown")
 MISSING = None
+# seconds our own changes are remembered for `changed_since`: longer than any guest call may take
+CHANGES_KEPT = 900.0
 
 
 def is_complete(info: GuestFileInfo) -> bool:
@@ -33,6 +39,24 @@ class MetaCache:
                                            timer=time.monotonic)
         self.enabled = attr_ttl > 0
         self.hits = self.misses = 0  # lookups the cache answered / could not answer (for `status`)
+        self._generation = 0
+        # ("path", p) / ("dir", d) -> generation of our last change to path p / to something in directory d
+        self._changes: TTLCache = TTLCache(maxsize=maxsize, ttl=CHANGES_KEPT, timer=time.monotonic)
+
+    # --- our own changes against guest answers in flight -------------------------------------------------
+    def mark(self) -> int:
+        """Taken before a guest call whose answer is to be cached."""
+        return self._generation
+
+    def changed_since(self, path: str, mark: int, listing: bool = False) -> bool:
+        """Whether this mount changed `path` (or, with `listing`, anything directly in directory `path`) after
+        `mark`: a guest answer asked for before then may not show it, and must not be cached."""
+        return self._changes.get(("dir" if listing else "path", path), -1) > mark
+
+    def _changed(self, path: str) -> None:
+        self._generation += 1
+        self._changes[("path", path)] = self._generation
+        self._changes[("dir", split(path)[0])] = self._generation
 
     # --- reading ---------------------------------------------------------------------------------------
     def lookup(self, path: str) -> tuple[bool, GuestFileInfo | None]:
@@ -62,8 +86,24 @@ class MetaCache:
                 self.attrs.pop(f"{path}/{name}" if path else name, None)
         return listing
 
-    def put(self, path: str, info: GuestFileInfo | None) -> None:
-        """Record what a path is now (None: it does not exist), here and in its parent's listing."""
+    def corrected(self, path: str, entries: Iterable[GuestFileInfo]) -> dict[str, GuestFileInfo]:
+        """A listing of directory `path` that may predate our own changes there, corrected by the records we hold
+        (names we removed go, names we made come): for one answer, never kept."""
+        listing = {e.name: e for e in entries}
+        prefix = f"{path}/" if path else ""
+        for key, info in list(self.attrs.items()):
+            if key.startswith(prefix) and "/" not in key[len(prefix):]:
+                if info is None:
+                    listing.pop(key[len(prefix):], None)
+                else:
+                    listing[key[len(prefix):]] = info
+        return listing
+
+    def put(self, path: str, info: GuestFileInfo | None, ours: bool = True) -> None:
+        """Record what a path is now (None: it does not exist), here and in its parent's listing. `ours`: after
+        a change this mount made (False: a guest's answer)."""
+        if ours:
+            self._changed(path)
         if self.enabled:
             self.attrs[path] = info
         parent, name = split(path)
@@ -83,6 +123,7 @@ class MetaCache:
     # --- invalidation ----------------------------------------------------------------------------------
     def forget(self, path: str) -> None:
         """We no longer know what `path` is (after an error that may have half-changed it)."""
+        self._changed(path)
         self.attrs.pop(path, None)
         parent, name = split(path)
         listing = self.listings.get(parent)
@@ -91,6 +132,7 @@ class MetaCache:
 
     def remove_tree(self, path: str) -> None:
         """`path` and everything below it no longer exist."""
+        self._changed(path)
         for key in [k for k in self.attrs if is_under(k, path)]:
             del self.attrs[key]
         for key in [k for k in self.listings if is_under(k, path)]:

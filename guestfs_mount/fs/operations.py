@@ -159,15 +159,22 @@ class GuestOperations(pyfuse3.Operations):
             return info or self._created_record(name, of)
         if not known and await self._list_instead(path):
             return await self._record(path, complete)
+        mark = self.cache.mark()
         try:
             info = await self.client.stat(target.vm.id, target.creds, target.guest_path)
         except VSphereError as e:
-            if e.errno in (errno.ENOENT, errno.ENOTDIR):
-                self.cache.put(path, None)
+            if e.errno in (errno.ENOENT, errno.ENOTDIR) and not self.cache.changed_since(path, mark):
+                self.cache.put(path, None, ours=False)
             self._guest_failed(e)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None  # callers test for ENOENT
         info = dataclasses.replace(info, name=name, **self.pending.as_changes(path))
-        self.cache.put(path, info)
+        if self.cache.changed_since(path, mark):
+            # we changed it while the guest answered (an upload landed): our own record is the newer one
+            known, ours = self.cache.lookup(path)
+            if known and ours is not None:
+                return ours
+            return info
+        self.cache.put(path, info, ours=False)
         return info
 
     def _guest_failed(self, e: VSphereError) -> None:
@@ -244,8 +251,16 @@ class GuestOperations(pyfuse3.Operations):
             done = self._listing_now[path] = trio.Event()
             try:
                 target = await self.vms.target(path)
-                entries = [e async for e in self.client.list_dir(target.vm.id, target.creds, target.guest_path)]
-                listing = self.cache.put_listing(path, entries)
+                for _ in range(3):
+                    mark = self.cache.mark()
+                    entries = [e async for e in self.client.list_dir(target.vm.id, target.creds, target.guest_path)]
+                    # a listing made before our own change in the directory landed (an upload, a rename) would
+                    # hide or revive names until dir_ttl: ask again rather than keep it
+                    if not self.cache.changed_since(path, mark, listing=True):
+                        listing = self.cache.put_listing(path, entries)
+                        break
+                else:
+                    listing = self.cache.corrected(path, entries)
             finally:
                 del self._listing_now[path]
                 done.set()
@@ -663,7 +678,7 @@ class GuestOperations(pyfuse3.Operations):
                 record = dataclasses.replace(record, size=transfer.size, name=split(path)[1])
                 of.info = record
                 if not of.dirty and self.inodes.find(path) is not None:
-                    self.cache.put(path, record)
+                    self.cache.put(path, record, ours=False)
 
         known = of.info
 
