@@ -355,3 +355,96 @@ def test_a_rename_during_an_upload_moves_the_uploaded_file(tmp_path):
         assert not (m.guest / "f").exists()
         got = (m.vm / "g").read_bytes()
         assert (len(got), got == new) == (len(new), True), (got[:20], got.find(new[:50]), got[-20:], new[-20:])
+
+
+async def test_a_listing_made_before_our_upload_landed_is_not_kept(tmp_path):
+    """Another race the load test found (a published file read as ENOENT): a directory listing the guest made
+    before our upload landed, answered after it, was cached for dir_ttl; once our own record of the file expired
+    (attr_ttl), the stale listing said the file did not exist. Such a listing is now asked again, not kept."""
+    import pyfuse3
+    import trio
+
+    from guestfs_mount.fs.operations import GuestOperations
+    from guestfs_mount.fs.settings import MountSettings
+    from guestfs_mount.vsphere.model import GuestCredentials
+    from tests.helpers.localguest import LocalGuest
+
+    (tmp_path / "vms" / "vm1").mkdir(parents=True)
+    guest = LocalGuest(tmp_path / "vms")
+    settings = MountSettings(spool_dir=tmp_path / "spool", recovery_dir=tmp_path / "rec", attr_ttl=0.3, dir_ttl=30)
+    ops = GuestOperations(guest, lambda vm: GuestCredentials("root", "vmware"), settings)
+    made, answer = trio.Event(), trio.Event()
+    plain_list = guest.list_dir
+    listings = []
+
+    async def list_now_answer_later(*args):
+        listings.append(args[2])
+        entries = [e async for e in plain_list(*args)]
+        if not made.is_set():  # the first listing only
+            made.set()
+            await answer.wait()
+        for e in entries:
+            yield e
+
+    guest.list_dir = list_now_answer_later
+    async with trio.open_nursery() as nursery:
+        ops.nursery = nursery
+        vm = (await ops.lookup(pyfuse3.ROOT_INODE, b"vm1", None)).st_ino
+        nursery.start_soon(ops._listing, "vm1")
+        await made.wait()
+        fi, _ = await ops.create(vm, b"new", 0o644, os.O_WRONLY | os.O_CREAT, None)
+        await ops.write(fi.fh, 0, b"x")
+        await ops.flush(fi.fh)
+        await ops.release(fi.fh)
+        assert (tmp_path / "vms" / "vm1" / "new").read_bytes() == b"x"
+        answer.set()
+        await trio.sleep(0.5)  # our record of the file has expired; a kept listing would still live 29 s
+        assert "new" in [name for name, _ in await ops._listing("vm1")]
+        assert (await ops.lookup(vm, b"new", None)).st_size == 1
+        assert listings == ["/", "/"]  # the stale listing was asked again once, the second one kept
+
+
+async def test_a_stat_made_before_our_upload_landed_does_not_replace_our_record(tmp_path):
+    """The same race for one file: a stat the guest answered with the old size, arriving after our upload of the
+    new content, replaced our record (size and all) for attr_ttl."""
+    import pyfuse3
+    import trio
+
+    from guestfs_mount.fs.operations import GuestOperations
+    from guestfs_mount.fs.settings import MountSettings
+    from guestfs_mount.vsphere.model import GuestCredentials
+    from tests.helpers.localguest import LocalGuest
+
+    (tmp_path / "vms" / "vm1").mkdir(parents=True)
+    (tmp_path / "vms" / "vm1" / "f").write_bytes(b"old")
+    guest = LocalGuest(tmp_path / "vms")
+    settings = MountSettings(spool_dir=tmp_path / "spool", recovery_dir=tmp_path / "rec", attr_ttl=30, dir_ttl=30)
+    ops = GuestOperations(guest, lambda vm: GuestCredentials("root", "vmware"), settings)
+    made, answer = trio.Event(), trio.Event()
+    plain_stat = guest.stat
+    stat_args = []
+
+    async def stat_now_answer_later(*args):
+        info = await plain_stat(*args)
+        if args[2] == "/f" and not made.is_set():
+            stat_args[:] = args
+            made.set()
+            await answer.wait()
+        return info
+
+    guest.stat = stat_now_answer_later
+    async with trio.open_nursery() as nursery:
+        ops.nursery = nursery
+        vm = (await ops.lookup(pyfuse3.ROOT_INODE, b"vm1", None)).st_ino
+        nursery.start_soon(ops._record, "vm1/f")  # a stat nobody has an answer for yet
+        await made.wait()
+        ops.cache.put("vm1/f", await plain_stat(*stat_args), ours=False)  # what the kernel's own lookup learned
+        inode = ops.inodes.inode_for("vm1/f")
+        ops.inodes.add_lookup(inode)
+        fi = await ops.open(inode, os.O_WRONLY | os.O_TRUNC, None)
+        await ops.write(fi.fh, 0, b"new content")
+        await ops.flush(fi.fh)
+        await ops.release(fi.fh)
+        answer.set()
+        await trio.sleep(0.1)
+        assert (await ops.getattr(inode, None)).st_size == len(b"new content")
