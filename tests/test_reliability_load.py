@@ -190,6 +190,7 @@ class Worker:
                 ("new", "overwrite", "append", "read", "stat", "list", "rename", "delete", "read_others", "publish"),
                 (5, 3, 3, 5, 2, 1, 2, 2, 3, 1))[0]
         name = self.rng.choice(sorted(self.model)) if self.model else None
+        self.kind = kind
         self.note(f"{kind} {name if kind in ('overwrite', 'append', 'read', 'stat', 'rename', 'delete') else ''}"
                   f"{' -> f' + str(self.serial + 1) if kind in ('new', 'rename') else ''}")
         if kind in ("overwrite", "append", "read", "stat", "rename", "delete"):
@@ -205,12 +206,11 @@ class Worker:
             self.shared.error(f"{self.rel}: mkdir: {e!r}")
             return
         while time.monotonic() < self.deadline:
-            kind = "?"
+            self.kind = "?"
             try:
-                kind = self.step()
-                self.ops[kind] += 1
+                self.ops[self.step()] += 1
             except Exception as e:  # every error is unexpected: counted, and the worker goes on
-                self.error(f"{kind}: {e!r}")
+                self.error(f"{self.kind}: {type(e).__name__}: {e}")  # str() names the file
                 self.ops["failed"] += 1
                 # the model no longer knows this directory for sure: learn it anew from the guest's truth
                 self.resync()
