@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import time
@@ -14,6 +15,12 @@ from guestfs_mount.vsphere.model import FileType, GuestFileInfo
 _TYPE_BITS = {FileType.FILE: stat.S_IFREG, FileType.DIRECTORY: stat.S_IFDIR, FileType.SYMLINK: stat.S_IFLNK}
 _DEFAULT_PERMS = {FileType.FILE: 0o644, FileType.DIRECTORY: 0o755, FileType.SYMLINK: 0o777}
 _START = time.time()
+
+
+def guest_time(t: float) -> float:
+    """Times as the guest keeps them (guest operations carry whole seconds), so what we show before the guest's
+    own records arrive is what they will say."""
+    return float(math.floor(t))
 
 
 def _ns(t: float | None) -> int:
