@@ -69,6 +69,10 @@ def write_random(path: Path, size: int) -> None:
             n = min(left, len(block))
             f.write(block[:n])
             left -= n
+        # on disk before any measurement: the kernel writing back gigabytes of fresh pages later would slow
+        # whichever case runs first (it did: the first write case of a run measured at a third of the others)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class Dataset:
