@@ -8,7 +8,7 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks import raw, report
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         machine["loadavg_end"] = report._read("/proc/loadavg").split()[:3]
         machine["elapsed_s"] = round(time.monotonic() - started, 1)
         options = {"quick": args.quick, "latencies_ms": args.latencies, "apis": args.apis, "cases": args.cases,
-                   "sizes": asdict(replace(sizes))}
+                   "sizes": asdict(sizes)}
         try:
             doc = report.document(runs, machine, options)
             print(report.table(doc))
