@@ -25,6 +25,7 @@ from guestfs_mount.vsphere.faults import (
 )
 from guestfs_mount.vsphere.guestfiles import ClientConfig, open_client
 from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestCredentials
+from guestfs_mount.vsphere import transfer
 from guestfs_mount.vsphere.transfer import HttpReadTransfer, TransferClients, put_file, resolve_host
 from tests.helpers.badserver import Answer, bad_server
 from tests.helpers.simulator import running_simulator
@@ -456,7 +457,7 @@ async def test_a_content_length_lie_ends_in_an_error_without_memory_growth():
 
 async def test_put_sends_an_exact_content_length_and_is_never_chunked(tmp_path):
     src = tmp_path / "src"
-    src.write_bytes(os.urandom(3 * 1024 * 1024 + 7))  # more than one read chunk
+    src.write_bytes(os.urandom(2 * transfer.CHUNK + 7))  # more than one read chunk
     with bad_server({"/guestFile": Answer(200, b"")}) as server:
         clients = TransferClients(ClientConfig(url=server.url, username="u", password="p", timeout=5))
 
