@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import time
 from contextlib import AbstractAsyncContextManager
@@ -19,6 +18,7 @@ import pyfuse3
 import trio
 
 from guestfs_mount.fs.leftovers import recover_leftovers
+from guestfs_mount.fs.mountinfo import device_of
 from guestfs_mount.fs.operations import GuestOperations
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
 from guestfs_mount.fs.status import serve_status
@@ -51,7 +51,10 @@ def set_read_ahead(mountpoint: str, kb: int) -> None:
     several times faster. Only root may change it (sysfs), so anyone else keeps the default."""
     if kb <= 0:
         return
-    device = _mount_device(mountpoint)  # not os.stat(): that would ask this very process, which is not serving yet
+    try:
+        device = device_of(mountpoint)  # not os.stat(): that would ask this very process, which is not serving yet
+    except OSError:
+        device = None
     if device is None:
         log.debug("read-ahead of %s left alone: not in /proc/self/mountinfo", mountpoint)
         return
@@ -63,21 +66,6 @@ def set_read_ahead(mountpoint: str, kb: int) -> None:
         log.debug("read-ahead of %s left at the kernel's default: %s: %s", mountpoint, knob, e.strerror)
     else:
         log.debug("read-ahead of %s set to %d KiB", mountpoint, kb)
-
-
-def _mount_device(mountpoint: str) -> str | None:
-    """"major:minor" of the newest mount at `mountpoint` (mountinfo fields: id, parent, major:minor, root, point)."""
-    device = None
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])  # a space is \040
-                if point == mountpoint:
-                    device = fields[2]
-    except OSError:
-        return None
-    return device
 
 
 def run_mount(mountpoint: str, open_client: Callable[[], AbstractAsyncContextManager[GuestFiles]],

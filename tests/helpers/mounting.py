@@ -16,18 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-
-def fuse_mountpoints() -> set[str]:
-    """Mount points of every FUSE filesystem visible to this process."""
-    points = set()
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if fields[sep + 1].startswith("fuse"):
-                # mountinfo escapes spaces and such as octal
-                points.add(fields[4].encode().decode("unicode_escape"))
-    return points
+from guestfs_mount.fs.mountinfo import fuse_mountpoints
 
 
 def is_mounted(mountpoint: str | os.PathLike) -> bool:
