@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from guestfs_mount import cli
+from guestfs_mount.cli import mount as cli
 from guestfs_mount.config import ConfigError, CredentialsTable, find_config, load, match_login
 
 GOOD = """

@@ -137,7 +137,7 @@ def test_status_of_a_directory_without_a_mount(tmp_path, state_home):
 def test_a_stale_socket_is_replaced(tmp_path, state_home):
     import socket
 
-    from guestfs_mount.cli import control_socket
+    from guestfs_mount.cli.control import control_socket
 
     mp = tmp_path / "mnt"
     mp.mkdir()
@@ -151,10 +151,10 @@ def test_a_stale_socket_is_replaced(tmp_path, state_home):
 
 
 def test_status_also_looks_where_the_systemd_service_keeps_its_socket(monkeypatch, tmp_path):
-    from guestfs_mount import cli
+    from guestfs_mount.cli import control
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
-    paths = cli.status_sockets("/mnt/vms")
-    assert paths[0] == tmp_path / "state/guestfs-mount/run" / f"{cli.mount_id('/mnt/vms')}.sock"
-    assert paths[1] == cli.SERVICE_STATE_DIR / "run" / paths[0].name
+    paths = control.control_sockets("/mnt/vms")
+    assert paths[0] == tmp_path / "state/guestfs-mount/run" / f"{control.mount_id('/mnt/vms')}.sock"
+    assert paths[1] == control.SERVICE_STATE_DIR / "run" / paths[0].name

@@ -1,6 +1,6 @@
 """Start-up and shutdown of the mount: deal with spool files a crashed run left (leftovers.py), connect, build the
-operations, serve until unmounted or signalled, upload what is dirty, unmount. The status socket
-(`guestfs-mount status`) is served for as long as the mount.
+operations, serve until unmounted or signalled, upload what is dirty, unmount. The control socket
+(`guestfs-mount status`, control.py) is served for as long as the mount.
 
 A stop waits at most `stop_timeout` seconds for uploads (those of closes in progress, and of files still open);
 whatever is still dirty then is copied to the recovery directory, one log line each, and the mount goes away."""
@@ -21,7 +21,7 @@ from guestfs_mount.fs.leftovers import recover_leftovers
 from guestfs_mount.fs.mountinfo import device_of
 from guestfs_mount.fs.operations import GuestOperations
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
-from guestfs_mount.fs.status import serve_status
+from guestfs_mount.fs.control import serve_control
 from guestfs_mount.vsphere.guestfiles import GuestFiles
 
 log = logging.getLogger(__name__)
@@ -84,21 +84,21 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, ops, settings.stop_timeout)
-                # the status socket, downloads and FUSE end before the signal task: a SIGTERM that comes while
+                # the control socket, downloads and FUSE end before the signal task: a SIGTERM that comes while
                 # they wind down is still caught, and the socket file is always removed
                 async with trio.open_nursery() as serving:
                     ops.nursery = serving
                     if settings.control_socket is not None:
                         # listening before ready(): once the command returns, `status` works
-                        await serving.start(serve_status, settings.control_socket,
-                                            _status_document(mountpoint, client, ops))
+                        await serving.start(serve_control, settings.control_socket,
+                                            _control_handlers(mountpoint, client, ops))
                     serving.start_soon(_after_init, ops, mountpoint, settings)
                     serving.start_soon(ops.send_held_attributes)
                     log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
                     if ready is not None:
                         ready()
                     await pyfuse3.main(max_tasks=MAX_TASKS)
-                    serving.cancel_scope.cancel()  # unmounted from outside: end the status socket and downloads
+                    serving.cancel_scope.cancel()  # unmounted from outside: end the control socket and downloads
                 nursery.cancel_scope.cancel()  # then the signal task
         finally:
             with trio.CancelScope(shield=True):
@@ -115,15 +115,16 @@ async def _after_init(ops: GuestOperations, mountpoint: str, settings: MountSett
     set_read_ahead(mountpoint, settings.read_ahead_kb)
 
 
-def _status_document(mountpoint: str, client: GuestFiles, ops: GuestOperations):
+def _control_handlers(mountpoint: str, client: GuestFiles, ops: GuestOperations) -> dict:
+    """What the control socket answers (fs/control.py), by request op."""
     started = time.monotonic()
 
-    def document() -> dict:
+    async def status(request: dict) -> dict:
         return {"mountpoint": mountpoint, "pid": os.getpid(), "dialect": getattr(client, "dialect", None),
                 "uptime_s": round(time.monotonic() - started, 1), "transfers": ops.transfers.snapshot(),
                 "figures": ops.figures()}
 
-    return document
+    return {"status": status}
 
 
 async def _stop_on_signal(ops: GuestOperations, stop_timeout: float) -> None:

@@ -1,16 +1,12 @@
-"""The `guestfs-mount` command line: parse, load the config, build the client and mount settings, mount.
+"""`guestfs-mount MOUNTPOINT`: parse, load the config, build the client and mount settings, mount.
 
     guestfs-mount MOUNTPOINT [--config FILE] [--foreground|-f] [-o opt,...] [--vm NAME ...] [--read-only]
                   [--allow-other] [--debug]
-    guestfs-mount demo [DIR]
-    guestfs-mount status MOUNTPOINT [--json]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import socket
@@ -19,13 +15,12 @@ from pathlib import Path
 from typing import Callable
 
 from guestfs_mount import __version__
+from guestfs_mount.cli.control import control_socket
 from guestfs_mount.config import Config, ConfigError, CredentialsTable, find_config, load, state_dir
 from guestfs_mount.logsetup import setup_logging
 
 log = logging.getLogger("guestfs_mount")
 
-SUBCOMMANDS = ("demo", "status")
-STATUS_TIMEOUT = 5.0  # seconds to wait for a running mount's status
 # -o options that are ours; any other -o option goes to FUSE as it is
 OWN_OPTIONS = {"config", "vm", "ro", "rw", "allow_other", "debug", "foreground"}
 
@@ -78,14 +73,7 @@ def apply_mount_options(args: argparse.Namespace) -> list[str]:
     return fuse_options
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "status":
-        return status_main(argv[1:])
-    if argv and argv[0] in SUBCOMMANDS:
-        from guestfs_mount.demo import main as demo_main
-
-        return demo_main(argv[1:])
+def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     fuse_options = apply_mount_options(args)
     try:
@@ -160,103 +148,6 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
     )
 
 
-def mount_id(mountpoint: str) -> str:
-    """Names what belongs to one mount point (its spool directory, its status socket): two mounts never share."""
-    return hashlib.sha256(mountpoint.encode()).hexdigest()[:12]
-
-
-def control_socket(mountpoint: str) -> Path:
-    """The status socket of the mount at `mountpoint` (an absolute, resolved path)."""
-    return state_dir() / "run" / f"{mount_id(mountpoint)}.sock"
-
-
-# the systemd unit's StateDirectory=guestfs-mount: where a mount run as a service keeps its socket
-SERVICE_STATE_DIR = Path("/var/lib/guestfs-mount")
-
-
-def status_sockets(mountpoint: str) -> list[Path]:
-    """Where the status socket of a mount may be: our own state directory, then the systemd service's."""
-    own = control_socket(mountpoint)
-    service = SERVICE_STATE_DIR / "run" / own.name
-    return [own] if service == own else [own, service]
-
-
-# ---------------------------------------------------------------------------------------------- status
-
-
-def status_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="guestfs-mount status",
-        description="Show a running mount's live transfers and cache figures.",
-    )
-    parser.add_argument("mountpoint", help="where guestfs-mount is mounted")
-    parser.add_argument("--json", action="store_true", help="print the mount's status document as JSON")
-    args = parser.parse_args(argv)
-    mountpoint = os.path.realpath(args.mountpoint)
-    for path in status_sockets(mountpoint):
-        try:
-            status = read_status(path)
-            break
-        except (FileNotFoundError, ConnectionRefusedError):  # no socket, or one left by a mount that died
-            continue
-        except (OSError, ValueError) as e:
-            print(f"guestfs-mount: cannot read the status of the mount at {mountpoint}: {e}", file=sys.stderr)
-            return 1
-    else:
-        print(f"guestfs-mount: no guestfs-mount running at {mountpoint}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(status, indent=2))
-    else:
-        print(format_status(status))
-    return 0
-
-
-def read_status(path: Path) -> dict:
-    """The JSON document the mount's status socket sends; OSError when nothing listens there."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(STATUS_TIMEOUT)
-        sock.connect(str(path))
-        data = bytearray()
-        while chunk := sock.recv(65536):
-            data += chunk
-    status = json.loads(data)
-    if not isinstance(status, dict):
-        raise ValueError("the status is not a JSON object")
-    return status
-
-
-def _mib(n: float) -> str:
-    return f"{n / (1 << 20):.1f}"
-
-
-def format_status(status: dict) -> str:
-    """The status document as a table of transfers, then the figures."""
-    lines = [f"guestfs-mount at {status.get('mountpoint')}: pid {status.get('pid')}, "
-             f"{status.get('dialect')} dialect, up {status.get('uptime_s', 0):.0f} s"]
-    if "error" in status:
-        lines.append(f"error: {status['error']}")
-    transfers = status.get("transfers") or []
-    if not transfers:
-        lines.append("no transfers in flight")
-    else:
-        rows = [("VM", "PATH", "DIRECTION", "DONE/TOTAL MiB", "%", "MiB/s")]
-        for t in transfers:
-            total = t.get("total")
-            done = t.get("done", 0)
-            rows.append((str(t.get("vm")), str(t.get("path")), str(t.get("direction")),
-                         f"{_mib(done)}/{_mib(total) if total is not None else '?'}",
-                         f"{100 * done / total:.0f}" if total else "-", _mib(t.get("rate_bps", 0))))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    figures = status.get("figures") or {}
-    if figures:
-        lines.append("")
-        width = max(len(k) for k in figures)
-        lines += [f"{key.replace('_', ' ').ljust(width)}  {value}" for key, value in figures.items()]
-    return "\n".join(lines)
-
-
 def _notify_ready() -> None:
     """Tell systemd (Type=notify) that the mount is up; a no-op outside systemd."""
     address = os.environ.get("NOTIFY_SOCKET")
@@ -299,6 +190,3 @@ def _daemonize_until_ready(settings) -> Callable[[], None]:
 
     return ready
 
-
-if __name__ == "__main__":
-    sys.exit(main())
