@@ -1,5 +1,8 @@
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +38,14 @@ def sim(tmp_path):
         (root / name).mkdir(parents=True)
     with running_simulator(root, log_path=tmp_path / "sim.log") as simulator:
         yield simulator
+
+
+@pytest.fixture
+def state_home(monkeypatch):
+    """A short XDG_STATE_HOME for a mount and the commands that talk to it (`status`, `refresh`) alike: a unix
+    socket path has ~107 bytes, more than pytest's tmp_path leaves."""
+    path = Path(tempfile.mkdtemp(prefix="gfs-st-", dir="/tmp"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(path))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

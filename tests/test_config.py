@@ -176,3 +176,18 @@ def test_mount_helper_translates_fstab_options():
     assert args == ["/mnt/vms", "-o", "config=/c.toml"] and fake
     with pytest.raises(SystemExit):
         translate(["/mnt/vms"])
+
+
+def test_default_spool_and_control_socket_are_per_mount_point(tmp_path, monkeypatch):
+    from guestfs_mount.cli.control import control_socket, mount_id
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    config = load(write(tmp_path, GOOD))
+    args = cli.build_parser().parse_args(["/mnt/vms"])
+    settings = cli.mount_settings_from(config, args, "/mnt/vms", [])
+    other = cli.mount_settings_from(config, args, "/mnt/other", [])
+    state = tmp_path / "state" / "guestfs-mount"
+    assert settings.spool_dir == state / "spool" / mount_id("/mnt/vms") != other.spool_dir
+    assert settings.control_socket == control_socket("/mnt/vms") == state / "run" / f"{mount_id('/mnt/vms')}.sock"
+    assert settings.recovery_dir == state / "recovered"

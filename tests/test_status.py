@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -19,16 +17,6 @@ from tests.helpers.mountfs import VM, mounted_guestfs
 
 BIG = 4 << 20
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def state_home(monkeypatch):
-    """A short XDG_STATE_HOME for the mount and the status command alike (a unix socket path has ~107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="gfs-st-", dir="/tmp"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(path))
-    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def status(mp, *args) -> subprocess.CompletedProcess:

@@ -2,6 +2,7 @@
 
     guestfs-mount MOUNTPOINT [options]        mount (cli/mount.py)
     guestfs-mount status MOUNTPOINT [--json]  a running mount's transfers and figures (cli/status.py)
+    guestfs-mount refresh MOUNTPOINT [PATH]   forget cached listings and attributes (cli/refresh.py)
     guestfs-mount demo [DIR]                  the simulator with sample VMs, mounted (demo.py)
 """
 
@@ -13,6 +14,7 @@ import sys
 # the first word that names a command, and the module whose main(argv) runs it; anything else is a mount point
 COMMANDS = {
     "status": "guestfs_mount.cli.status",
+    "refresh": "guestfs_mount.cli.refresh",
     "demo": "guestfs_mount.demo",
 }
 

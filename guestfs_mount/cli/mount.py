@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from guestfs_mount import __version__
-from guestfs_mount.cli.control import control_socket
+from guestfs_mount.cli.control import control_socket, mount_id
 from guestfs_mount.config import Config, ConfigError, CredentialsTable, find_config, load, state_dir
 from guestfs_mount.logsetup import setup_logging
 
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="guestfs-mount",
         description="Mount the files inside vSphere VMs at MOUNTPOINT/<vm name>/<guest path>.",
         epilog="Other commands: `guestfs-mount demo [DIR]` runs a simulated vCenter with sample VMs and mounts it; "
-        "`guestfs-mount status MOUNTPOINT [--json]` shows a running mount's transfers and cache. "
+        "`guestfs-mount status MOUNTPOINT [--json]` shows a running mount's transfers and cache; "
+        "`guestfs-mount refresh MOUNTPOINT [PATH]` makes it forget cached listings and attributes. "
         "Config: --config FILE, else $XDG_CONFIG_HOME/guestfs-mount/config.toml, else /etc/guestfs-mount/config.toml.",
     )
     parser.add_argument("--version", action="version", version=f"guestfs-mount {__version__}")

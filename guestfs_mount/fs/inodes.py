@@ -62,6 +62,10 @@ class InodeTable:
     def find(self, path: str) -> Node | None:
         return self._by_path.get(path)
 
+    def nodes(self) -> list[Node]:
+        """Every inode with a path now (not those unlinked while the kernel still holds them)."""
+        return list(self._by_path.values())
+
     def inode_for(self, path: str) -> int:
         """The inode of `path`, assigning a new one (with no lookups yet) when the path is not known."""
         node = self._by_path.get(path)

@@ -139,6 +139,21 @@ class MetaCache:
             del self.listings[key]
         self.put(path, MISSING)
 
+    def drop_tree(self, path: str) -> tuple[int, int]:
+        """Forget every record and listing of `path` and below (and the parent's listing, which holds a record
+        of `path`): `guestfs-mount refresh`. Unlike `remove_tree` nothing is known afterwards, not even that
+        the path is missing. Returns how many records and listings were dropped."""
+        self._changed(path)  # an answer asked for before the refresh is not kept after it
+        records = [k for k in self.attrs if is_under(k, path)]
+        listings = [k for k in self.listings if is_under(k, path)]
+        if path:
+            listings += [k for k in (split(path)[0],) if k in self.listings and k not in listings]
+        for key in records:
+            del self.attrs[key]
+        for key in listings:
+            del self.listings[key]
+        return len(records), len(listings)
+
     def rename(self, old: str, new: str, info: GuestFileInfo) -> None:
         self.remove_tree(new)
         self.remove_tree(old)

@@ -17,11 +17,11 @@ from typing import Callable
 import pyfuse3
 import trio
 
+from guestfs_mount.fs.control import serve_control
 from guestfs_mount.fs.leftovers import recover_leftovers
 from guestfs_mount.fs.mountinfo import device_of
 from guestfs_mount.fs.operations import GuestOperations
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
-from guestfs_mount.fs.control import serve_control
 from guestfs_mount.vsphere.guestfiles import GuestFiles
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, ops, settings.stop_timeout)
+                nursery.start_soon(_refresh_on_sighup, ops)
                 # the control socket, downloads and FUSE end before the signal task: a SIGTERM that comes while
                 # they wind down is still caught, and the socket file is always removed
                 async with trio.open_nursery() as serving:
@@ -124,7 +125,13 @@ def _control_handlers(mountpoint: str, client: GuestFiles, ops: GuestOperations)
                 "uptime_s": round(time.monotonic() - started, 1), "transfers": ops.transfers.snapshot(),
                 "figures": ops.figures()}
 
-    return {"status": status}
+    async def refresh(request: dict) -> dict:
+        path = request.get("path", "")
+        if not _is_mount_path(path):
+            return {"error": f"not a path below the mount point: {path!r}"}
+        return await ops.refresh(path)
+
+    return {"status": status, "refresh": refresh}
 
 
 async def _stop_on_signal(ops: GuestOperations, stop_timeout: float) -> None:
@@ -142,6 +149,19 @@ async def _stop_on_signal(ops: GuestOperations, stop_timeout: float) -> None:
             if ops.nursery is not None:
                 ops.nursery.cancel_scope.cancel()
             return
+
+
+def _is_mount_path(path) -> bool:
+    """A mount path as inodes.py writes them: "" or names joined by "/", no leading "/", no "." or ".."."""
+    return path == "" or isinstance(path, str) and all(p not in ("", ".", "..") for p in path.split("/"))
+
+
+async def _refresh_on_sighup(ops: GuestOperations) -> None:
+    """SIGHUP: forget every cached listing and record, as `guestfs-mount refresh MOUNTPOINT` does."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            log.info("SIGHUP: forgetting cached listings and attributes")
+            await ops.refresh("")
 
 
 async def _finish_uploads(ops: GuestOperations, timeout: float) -> bool:

@@ -25,6 +25,7 @@ from guestfs_mount.fs.handles import DirHandle, Handle, HandleTable, OpenFile
 from guestfs_mount.fs.inodes import InodeTable, is_under, join, split
 from guestfs_mount.fs.metacache import MetaCache, is_complete
 from guestfs_mount.fs.pendingattrs import PendingAttributes
+from guestfs_mount.fs.refresh import refresh
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
 from guestfs_mount.fs.spool import Spool
 from guestfs_mount.fs.status import LiveTransfer, LiveTransfers
@@ -782,6 +783,10 @@ class GuestOperations(Uploads, pyfuse3.Operations):
                         await self._send_held(node.path, quiet=True)
         finally:
             self.inodes.closed(of.inode)
+
+    async def refresh(self, path: str) -> dict:
+        """Forget what is cached of mount path `path` and below, here and in the kernel (refresh.py)."""
+        return await refresh(path, self.cache, self.inodes, self.vms.invalidate, also=(self._misses_by_dir,))
 
     def figures(self) -> dict[str, int]:
         """Counts for `guestfs-mount status`."""
