@@ -6,22 +6,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.commands import guestfs_mount
 from tests.helpers.mounting import wait_until
 from tests.helpers.mountfs import mounted_guestfs
 
-REPO = Path(__file__).resolve().parents[1]
 LONG = 300.0  # TTLs no test outlasts: only a refresh can make the mount ask again
 
 
 def refresh(*args, cwd=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "guestfs_mount", "refresh", *map(str, args)], capture_output=True,
-                          text=True, timeout=60, env=env, cwd=cwd)
+    return guestfs_mount("refresh", *args, cwd=cwd)
 
 
 def guest_calls(m) -> int:

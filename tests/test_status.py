@@ -6,23 +6,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.commands import guestfs_mount
 from tests.helpers.mounting import wait_until
 from tests.helpers.mountfs import VM, mounted_guestfs
 
 BIG = 4 << 20
-REPO = Path(__file__).resolve().parents[1]
 
 
 def status(mp, *args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "guestfs_mount", "status", str(mp), *args], capture_output=True,
-                          text=True, timeout=30, env=env)
+    return guestfs_mount("status", mp, *args, timeout=30)
 
 
 def status_json(mp) -> dict:
