@@ -122,6 +122,8 @@ def get_property(sim: Simulator, mo_type: str, mo_id: str, name: str, token):
             return _vm_property(sim, vm, name)
     if mo_type == "HostSystem" and mo_id == sim.product.host and name == "name":
         return _host_name(sim)
+    if mo_type == "Datacenter" and mo_id == sim.product.datacenter and name == "name":
+        return sim.product.datacenter_name
     raise SimFault("InvalidProperty", f"no property {name} on {mo_type}:{mo_id}", name=name)
 
 
