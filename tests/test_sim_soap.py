@@ -9,6 +9,8 @@ import os
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import time
 
 import httpx
@@ -368,6 +370,11 @@ def test_esxi_mode_is_a_host_agent_with_ha_ids_and_star_transfer_urls(tmp_path):
             assert http.get("/sdk/vim25/8.0.1.0/ServiceInstance/ServiceInstance/content").status_code == 404
             assert http.post("/api/session", auth=(sim.vc_user, sim.vc_password)).status_code == 404
         Disconnect(si)
+    refused = subprocess.run(
+        [sys.executable, "-m", "guestfs_mount.sim", "--root", str(root), "--esxi", "--transfer-host", "esx1"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert refused.returncode == 2 and "--transfer-host" in refused.stderr
 
 
 # ---------------------------------------------------------------- bad input
