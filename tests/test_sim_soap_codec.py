@@ -171,6 +171,28 @@ def test_property_values_of_every_box_decode_in_pyvmomi():
     assert len(many) == 2 and many[1].obj._moId == "host-10"
 
 
+def test_values_of_types_outside_the_table_still_decode_in_pyvmomi():
+    """What a shared handler adds (a host's management network, say) reaches SOAP callers without SOAP code."""
+    net = {"_typeName": "ArrayOfVirtualNicManagerNetConfig", "_value": [{
+        "_typeName": "VirtualNicManagerNetConfig", "nicType": "management", "multiSelectAllowed": True,
+        "candidateVnic": [{"_typeName": "HostVirtualNic", "device": "vmk0", "key": "key-vim.host.VirtualNic-vmk0",
+                           "portgroup": "Management Network",
+                           "spec": {"_typeName": "HostVirtualNicSpec", "mtu": 1500,
+                                    "ip": {"_typeName": "HostIpConfig", "dhcp": False, "ipAddress": "10.0.0.5",
+                                           "subnetMask": "255.255.255.0"}}}],
+        "selectedVnic": ["key-vim.host.VirtualNic-vmk0"],
+    }]}
+    content = {"_typeName": "ObjectContent", "obj": moref("HostSystem", "host-11"),
+               "propSet": [{"_typeName": "DynamicProperty", "name": "config.virtualNicManagerInfo.netConfig", "val": net}]}
+    pc = vmodl.query.PropertyCollector("propertyCollector", STUB)
+    (got,) = reply(pc._GetMethodInfo("RetrieveContents"), soapxml.response("RetrieveProperties", [content], "ObjectContent[]?"))
+    (config,) = got.propSet[0].val
+    assert isinstance(config, vim.host.VirtualNicManager.NetConfig) and config.multiSelectAllowed is True
+    (nic,) = config.candidateVnic
+    assert (nic.device, nic.spec.mtu, nic.spec.ip.ipAddress, nic.spec.ip.dhcp) == ("vmk0", 1500, "10.0.0.5", False)
+    assert list(config.selectedVnic) == ["key-vim.host.VirtualNic-vmk0"]
+
+
 @pytest.mark.parametrize("name", sorted(set(REST_ERRORS) | {"InvalidRequest", "SystemError", "InvalidProperty"}))
 def test_every_fault_decodes_as_its_vim_class(name):
     fields = {

@@ -123,8 +123,7 @@ def _decode(elem: Element, declared: str, where: str, depth: int):
         if actual in vt.DATA_TYPES:
             return _decode_object(elem, actual, where, depth)
         if actual.startswith("ArrayOf"):
-            item = actual[len("ArrayOf"):]
-            item = item if item in vt.DATA_TYPES or item == vt.MOREF else item[0].lower() + item[1:]
+            item = _array_item(actual)
             return {"_typeName": actual, "_value": [_decode(c, item, where, depth + 1) for c in elem]}
         return {"_typeName": actual, "_value": _primitive(elem, actual, where)}
     if declared in vt.DATA_TYPES:
@@ -174,6 +173,14 @@ def _primitive(elem: Element, type_name: str, where: str):
             raise RequestError(f"{where}: {text!r} is not an xsd:dateTime") from None
         return text.strip()
     return text  # strings, enums (their text), TypeName, PropertyPath
+
+
+def _array_item(array_type: str) -> str:
+    """The item type of `ArrayOfX`, which is also its items' tag: `ArrayOfByte` -> byte, `ArrayOfGuestFileInfo` ->
+    GuestFileInfo, `ArrayOfManagedObjectReference` -> ManagedObjectReference."""
+    item = array_type[len("ArrayOf"):]
+    primitive = item[:1].lower() + item[1:]
+    return primitive if primitive in vt.PRIMITIVES else item
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -269,8 +276,7 @@ def _encode_any(out: list[str], tag: str, value) -> None:
     if isinstance(value, dict) and "_value" in value:
         kind, inner = value["_typeName"], value["_value"]
         if kind.startswith("ArrayOf"):
-            item = kind[len("ArrayOf"):]
-            item_tag = item if item in vt.DATA_TYPES or item == vt.MOREF else item[0].lower() + item[1:]
+            item_tag = _array_item(kind)
             out.append(f'<{tag} xsi:type="{kind}">')
             for element in inner or []:
                 _encode(out, item_tag, element, item_tag)
