@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--transfer-host", default="*", metavar="NAME", help="host part of transfer URLs (default '*': the caller's host)"
     )
+    parser.add_argument(
+        "--esxi",
+        action="store_true",
+        help="be a standalone ESXi host: SOAP (/sdk) only, datacenter ha-datacenter, host ha-host, '*' in transfer URLs",
+    )
     parser.add_argument("--vc-user", default="administrator@vsphere.local")
     parser.add_argument("--vc-password", default="vmware")
     parser.add_argument("--guest-user", default="root")
@@ -50,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         host, port = _split_listen(args.listen)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
+    if args.esxi and args.transfer_host != "*":
+        parser.error("--esxi serves transfers itself: its transfer URLs name the host as '*' (drop --transfer-host)")
     root = Path(args.root).resolve()
     if not root.is_dir():
         parser.error(f"--root {root} is not a directory")
@@ -64,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         transfer_host=args.transfer_host,
         tls=args.tls,
+        esxi=args.esxi,
     )
     tmpdir = None
     ctx = ca_path = None

@@ -69,7 +69,8 @@ _ERRNO_FAULTS = {
 class SimFault(Exception):
     """A failure of a simulated call, named by its VI fault class; `fields` are the fault's own fields."""
 
-    def __init__(self, name: str, message: str = "", *, file: str | None = None, **fields):
+    def __init__(self, name: str, message: str = "", /, *, file: str | None = None, **fields):
+        # positional-only: a fault's own fields may be called `name` (InvalidProperty) or `message`
         super().__init__(message or name)
         self.name = name
         self.message = message or name

@@ -11,7 +11,6 @@ from pathlib import Path
 log = logging.getLogger("guestfs_mount.sim")
 
 POWER_STATES = ("poweredOn", "poweredOff", "suspended")
-HOST_ID = "host-10"
 
 
 @dataclass
@@ -36,10 +35,11 @@ class VM:
 
 
 class Inventory:
-    """Maps VM names to VM records. Ids (`vm-<n>`) stay the same per name for the life of the process."""
+    """Maps VM names to VM records. Ids (`vm-<n>`, or `<n>` on ESXi) stay the same per name for the life of the process."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, id_prefix: str = "vm-"):
         self.root = root
+        self.id_prefix = id_prefix  # "" on ESXi, whose VM ids are plain numbers
         self._lock = threading.Lock()
         self._vms: dict[str, VM] = {}
         self._next_id = 1
@@ -61,7 +61,7 @@ class Inventory:
             init = self._initial.get(name, {})
             vm = VM(
                 name=name,
-                id=f"vm-{self._next_id}",
+                id=f"{self.id_prefix}{self._next_id}",
                 dir=self.root / name,
                 power_state=init.get("powerState", "poweredOn"),
                 tools_running=init.get("toolsRunning", True),

@@ -10,7 +10,8 @@ import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from . import control, rest, vijson
+from . import control, rest, soap, vijson
+from .faults import SimFault
 from .state import Simulator
 from .transfers import Aborted, receive_file, send_file
 
@@ -80,9 +81,11 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(f"malformed JSON: {err}") from None
 
     def send_json(self, status: int, obj, headers: dict | None = None) -> None:
-        data = json.dumps(obj).encode()
+        self.send_body(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def send_body(self, status: int, data: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -101,11 +104,14 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self):
         path = urlsplit(self.path).path
         note = ""
+        esxi = self.sim.product.esxi  # a standalone ESXi host speaks SOAP only
         try:
-            if path.startswith("/sdk/vim25/"):
+            if path.startswith("/sdk/vim25/") and not esxi:
                 vijson.handle(self, self.sim)
-            elif path == "/api" or path.startswith("/api/"):
+            elif (path == "/api" or path.startswith("/api/")) and not esxi:
                 rest.handle(self, self.sim)
+            elif path == "/sdk" or path.startswith("/sdk/"):
+                soap.handle(self, self.sim)
             elif path == "/guestFile":
                 note = self._guest_file()
             elif path.startswith("/_sim/"):
@@ -115,7 +121,9 @@ class Handler(BaseHTTPRequestHandler):
         except BadRequest as err:
             # answered in the dialect of the endpoint, so that clients parse it like any other error
             self.close_connection = True
-            if path.startswith("/sdk/"):
+            if path == "/sdk":
+                soap.send_fault(self, SimFault("InvalidRequest", str(err)))
+            elif path.startswith("/sdk/"):
                 body = {"_typeName": "InvalidRequest", "faultMessage": [{"_typeName": "LocalizableMessage", "key": "sim.badRequest", "arg": [], "message": str(err)}]}
                 self.send_json(500, body)
             elif path.startswith("/api"):
@@ -131,7 +139,10 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             note = f"internal error: {err!r}"
             try:
-                self.send_json(500, {"_typeName": "SystemError", "reason": repr(err)})
+                if path == "/sdk":
+                    soap.send_fault(self, SimFault("SystemError", repr(err), reason=repr(err)))
+                else:
+                    self.send_json(500, {"_typeName": "SystemError", "reason": repr(err)})
             except OSError:
                 pass
         self.log_call(note)

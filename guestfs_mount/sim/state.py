@@ -18,6 +18,7 @@ from pathlib import Path
 from .faults import SimFault
 from .guestfs import GuestFS
 from .inventory import VM, Inventory
+from .product import ESXI, VCENTER
 from .transfers import TransferRegistry
 
 
@@ -47,6 +48,7 @@ class Settings:
     tls: bool = False
     host_cert_pem: str | None = None  # the server's own leaf certificate, shown as the ESXi host's
     host_thumbprint: str | None = None
+    esxi: bool = False  # a standalone ESXi host (SOAP only, `ha-*` ids) instead of a vCenter
 
 
 @dataclass
@@ -128,7 +130,8 @@ class FaultPlan:
 class Simulator:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.inventory = Inventory(settings.root)
+        self.product = ESXI if settings.esxi else VCENTER
+        self.inventory = Inventory(settings.root, self.product.vm_id_prefix)
         self.sessions = Sessions()
         self.faults = FaultPlan()
         self.transfers = TransferRegistry()

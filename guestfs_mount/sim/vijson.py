@@ -1,6 +1,7 @@
 """The VI/JSON dialect: `/sdk/vim25/{release}/{MoType}/{moId}/{method|property}`.
 
 POST invokes a method, GET reads a top-level property. Faults are HTTP 500 with the fault object (API.md §1.3).
+`invoke` and `get_property` are the vim25 model itself, shared with the SOAP encoding (soap.py).
 """
 
 from __future__ import annotations
@@ -10,14 +11,11 @@ import threading
 from urllib.parse import unquote, urlsplit
 
 from .faults import SimFault
-from .inventory import HOST_ID, VM
+from .inventory import VM
 from .state import Simulator, iso, release_ok
 from .viguest import GUEST_METHODS
 
 SESSION_HEADER = "vmware-api-session-id"
-FILE_MANAGER = "guestOperationsFileManager"
-ROOT_FOLDER, DATACENTER, VM_FOLDER = "group-d1", "datacenter-2", "group-v3"
-DATACENTER_NAME = "Datacenter"
 
 _views_lock = threading.Lock()
 _views: dict[str, list[str]] = {}  # ContainerView moId -> the types it shows
@@ -34,25 +32,16 @@ def box(type_name: str, value) -> dict:
 
 
 def service_content(sim: Simulator) -> dict:
+    p = sim.product
     return {
         "_typeName": "ServiceContent",
-        "rootFolder": moref("Folder", ROOT_FOLDER),
-        "propertyCollector": moref("PropertyCollector", "propertyCollector"),
-        "viewManager": moref("ViewManager", "ViewManager"),
-        "sessionManager": moref("SessionManager", "SessionManager"),
-        "searchIndex": moref("SearchIndex", "SearchIndex"),
-        "guestOperationsManager": moref("GuestOperationsManager", "guestOperationsManager"),
-        "about": {
-            "_typeName": "AboutInfo",
-            "name": "VMware vCenter Server",
-            "fullName": "VMware vCenter Server 8.0.3 build-0 (guestfs-sim)",
-            "vendor": "VMware, Inc.",
-            "version": "8.0.3",
-            "build": "0",
-            "apiType": "VirtualCenter",
-            "apiVersion": "8.0.3.0",
-            "instanceUuid": "00000000-0000-0000-0000-000000000001",
-        },
+        "rootFolder": moref("Folder", p.root_folder),
+        "propertyCollector": moref("PropertyCollector", p.property_collector),
+        "viewManager": moref("ViewManager", p.view_manager),
+        "sessionManager": moref("SessionManager", p.session_manager),
+        "searchIndex": moref("SearchIndex", p.search_index),
+        "guestOperationsManager": moref("GuestOperationsManager", p.guest_operations_manager),
+        "about": dict(p.about),
     }
 
 
@@ -86,13 +75,13 @@ def handle(h, sim: Simulator) -> None:
     token = h.headers.get(SESSION_HEADER)
     try:
         if h.command == "GET":
-            result = _get_property(sim, mo_type, mo_id, name, token)
+            result = get_property(sim, mo_type, mo_id, name, token)
             status = 200
         elif h.command == "POST":
             body = h.read_json()
             if not isinstance(body, dict):
                 raise SimFault("InvalidArgument", "the request body must be an object")
-            status, result, headers = _invoke(h, sim, mo_type, mo_id, name, body, token)
+            status, result, headers = invoke(h, sim, mo_type, mo_id, name, body, token)
             if headers:
                 h.send_json(status, result, headers)
                 return
@@ -111,7 +100,8 @@ def handle(h, sim: Simulator) -> None:
 # ---------------------------------------------------------------- properties
 
 
-def _get_property(sim: Simulator, mo_type: str, mo_id: str, name: str, token):
+def get_property(sim: Simulator, mo_type: str, mo_id: str, name: str, token):
+    """A top-level property of a managed object (VI/JSON's GET, SOAP's Fetch); InvalidProperty when not served."""
     if (mo_type, name) == ("ServiceInstance", "content"):
         sim.begin("RetrieveServiceContent")
         return service_content(sim)
@@ -121,15 +111,19 @@ def _get_property(sim: Simulator, mo_type: str, mo_id: str, name: str, token):
         return user_session(s) if s else None  # a dead session reads as unset (204), not as a fault
     sim.session(token)
     if (mo_type, name) == ("GuestOperationsManager", "fileManager"):
-        return moref("GuestFileManager", FILE_MANAGER)
+        return moref("GuestFileManager", sim.product.file_manager)
+    if (mo_type, name) == ("ContainerView", "view"):
+        return _view_members(sim, mo_id)
     if mo_type == "VirtualMachine":
         vm = _vm(sim, mo_id)
         if name == "name":
             return vm.name
         if name in ("runtime", "guest", "config"):
             return _vm_property(sim, vm, name)
-    if mo_type == "HostSystem" and mo_id == HOST_ID and name == "name":
+    if mo_type == "HostSystem" and mo_id == sim.product.host and name == "name":
         return _host_name(sim)
+    if mo_type == "Datacenter" and mo_id == sim.product.datacenter and name == "name":
+        return sim.product.datacenter_name
     raise SimFault("InvalidProperty", f"no property {name} on {mo_type}:{mo_id}", name=name)
 
 
@@ -157,7 +151,7 @@ def _vm_property(sim: Simulator, vm: VM, path: str):
     values = {
         "name": box("string", vm.name),
         "runtime.powerState": box("VirtualMachinePowerState", vm.power_state),
-        "runtime.host": moref("HostSystem", HOST_ID),
+        "runtime.host": moref("HostSystem", sim.product.host),
         "runtime.connectionState": box("VirtualMachineConnectionState", "connected"),
         "guest.guestFamily": box("string", vm.guest_family),
         "guest.guestOperationsReady": box("boolean", vm.guest_ops_ready),
@@ -171,7 +165,7 @@ def _vm_property(sim: Simulator, vm: VM, path: str):
     if path == "runtime":
         return {
             "_typeName": "VirtualMachineRuntimeInfo",
-            "host": moref("HostSystem", HOST_ID),
+            "host": moref("HostSystem", sim.product.host),
             "connectionState": "connected",
             "powerState": vm.power_state,
         }
@@ -207,8 +201,10 @@ def _named_property(name: str, path: str):
 # ---------------------------------------------------------------- methods
 
 
-def _invoke(h, sim: Simulator, mo_type: str, mo_id: str, name: str, body: dict, token):
-    """Returns (status, result or None for 204, extra headers)."""
+def invoke(h, sim: Simulator, mo_type: str, mo_id: str, name: str, body: dict, token):
+    """Invoke method `name` on a managed object with the parameters in `body` (VI/JSON shapes).
+
+    Returns (status, result or None for 204, extra headers: Login's new session token under SESSION_HEADER)."""
     if name == "RetrieveServiceContent":
         sim.begin(name)
         return 200, service_content(sim), None
@@ -267,11 +263,12 @@ def _found(ref):
 
 
 def _find_child(sim: Simulator, entity: str | None, name: str | None):
-    if entity == ROOT_FOLDER and name == DATACENTER_NAME:
-        return moref("Datacenter", DATACENTER)
-    if entity == DATACENTER and name == "vm":
-        return moref("Folder", VM_FOLDER)
-    if entity == VM_FOLDER and name:
+    p = sim.product
+    if entity == p.root_folder and name == p.datacenter_name:
+        return moref("Datacenter", p.datacenter)
+    if entity == p.datacenter and name == "vm":
+        return moref("Folder", p.vm_folder)
+    if entity == p.vm_folder and name:
         vm = sim.inventory.by_name(name)
         return moref("VirtualMachine", vm.id) if vm else None
     return None
@@ -279,11 +276,12 @@ def _find_child(sim: Simulator, entity: str | None, name: str | None):
 
 def _find_by_path(sim: Simulator, path: str):
     parts = [p for p in path.split("/") if p]
-    if len(parts) == 3 and parts[0] == DATACENTER_NAME and parts[1] == "vm":
+    dc_name = sim.product.datacenter_name
+    if len(parts) == 3 and parts[0] == dc_name and parts[1] == "vm":
         vm = sim.inventory.by_name(parts[2])
         return moref("VirtualMachine", vm.id) if vm else None
-    if parts == [DATACENTER_NAME]:
-        return moref("Datacenter", DATACENTER)
+    if parts == [dc_name]:
+        return moref("Datacenter", sim.product.datacenter)
     return None
 
 
@@ -312,16 +310,22 @@ def _objects(sim: Simulator, ospec: dict) -> list[dict]:
     obj = ospec.get("obj") or {}
     refs = [] if ospec.get("skip") else [moref(obj.get("type"), obj.get("value"))]
     if obj.get("type") == "ContainerView" and any(s.get("path") == "view" for s in ospec.get("selectSet") or []):
-        with _views_lock:
-            types = _views.get(obj.get("value"))
-        if types is None:
-            raise SimFault("ManagedObjectNotFound", "the view is gone", obj=moref("ContainerView", obj.get("value")))
-        if "VirtualMachine" in types:
-            refs += [moref("VirtualMachine", vm.id) for vm in sim.inventory.list()]
-        if "HostSystem" in types:
-            refs.append(moref("HostSystem", HOST_ID))
+        refs += _view_members(sim, obj.get("value"))
     if obj.get("type") == "VirtualMachine":
         _vm(sim, obj.get("value"))
+    return refs
+
+
+def _view_members(sim: Simulator, view_id) -> list[dict]:
+    with _views_lock:
+        types = _views.get(view_id)
+    if types is None:
+        raise SimFault("ManagedObjectNotFound", "the view is gone", obj=moref("ContainerView", view_id))
+    refs = []
+    if "VirtualMachine" in types:
+        refs += [moref("VirtualMachine", vm.id) for vm in sim.inventory.list()]
+    if "HostSystem" in types:
+        refs.append(moref("HostSystem", sim.product.host))
     return refs
 
 
@@ -342,7 +346,7 @@ def _object_content(sim: Simulator, ref: dict, pspec: dict) -> dict:
         elif kind == "HostSystem":
             val = _host_property(sim, path)
         elif kind == "Datacenter":
-            val = _named_property(DATACENTER_NAME, path)
+            val = _named_property(sim.product.datacenter_name, path)
         else:
             val = _MISSING
         if val is not _MISSING:  # unset or unknown properties are simply absent
