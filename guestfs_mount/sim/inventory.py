@@ -1,4 +1,4 @@
-"""The VMs: one per subdirectory of the root, found anew at each listing; ids, power state, Tools state."""
+"""The VMs: one per subdirectory of the root, found anew at each listing; ids, power state, Tools state, host."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hosts import Hosts
+
 log = logging.getLogger("guestfs_mount.sim")
 
 POWER_STATES = ("poweredOn", "poweredOff", "suspended")
-HOST_ID = "host-10"
+HOST_ID = "host-10"  # the first host's id (sim.hosts has them all)
 
 
 @dataclass
@@ -25,6 +27,7 @@ class VM:
     template: bool = False
     latency_ms: int = 0  # extra delay of this VM's guest operations (a slow guest), set through /_sim
     throttle_bps: int = 0  # cap on this VM's /guestFile GET and PUT bodies in bytes/s (0: none), set through /_sim
+    host: str = HOST_ID  # the HostSystem it runs on (runtime.host); /_sim/vms/{name}/migrate moves it
 
     @property
     def windows(self) -> bool:
@@ -38,8 +41,9 @@ class VM:
 class Inventory:
     """Maps VM names to VM records. Ids (`vm-<n>`) stay the same per name for the life of the process."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, hosts: Hosts | None = None):
         self.root = root
+        self.hosts = hosts
         self._lock = threading.Lock()
         self._vms: dict[str, VM] = {}
         self._next_id = 1
@@ -68,6 +72,10 @@ class Inventory:
                 guest_family=init.get("guestFamily", "linuxGuest"),
                 template=init.get("template", False),
             )
+            if self.hosts is not None:
+                # `.vms.json` may name the host (by name or id); else round robin in the order VMs are first seen
+                placed = self.hosts.find(init.get("host"))
+                vm.host = placed.id if placed else self.hosts.placement(self._next_id - 1)
             self._next_id += 1
             self._vms[name] = vm
         return vm
