@@ -86,6 +86,7 @@ def _route(h, sim: Simulator, seg: list[str], query: dict, action: str):
     rest = seg[3:]
     if rest[:2] in (["guest", "filesystem"], ["guest", "operations"]) and not sim.has(REST_GUEST_SINCE):
         # these operations came with vCenter 7.0U2 (API 7.0.2.0); an older /api has no route for them
+        h.read_body()  # (not left on a kept-alive connection)
         raise RestError(404, "OPERATION_NOT_FOUND", f"no such operation: {split_path(h.path)}")
     if rest in (["guest", "identity"], ["guest", "operations"]) and h.command == "GET":
         h.op = f"vcenter.vm.guest.{rest[1]}.get"

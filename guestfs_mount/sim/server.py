@@ -46,6 +46,7 @@ class Handler(BaseHTTPRequestHandler):
         self.vm_name = ""
         self.guest_path = ""
         self.status = 0
+        self.body_note = ""  # how a transfer body went out, for the log line ("gzip")
 
     def send_response(self, code, message=None):
         self.status = code
@@ -185,7 +186,7 @@ class Handler(BaseHTTPRequestHandler):
             return f"aborted: {err}"
         finally:
             self.sim.transfers.release(t, ok, self.connection)
-        return ""
+        return self.body_note
 
     def _throttle(self, t):
         vm = self.sim.inventory.by_name(t.vm)
@@ -225,6 +226,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if fault:
             self.close_connection = True
+        self.body_note = "gzip"
         out = GzipChunks(self.wfile)
         send_file(t, out, bool(fault), self._throttle(t))
         out.finish()

@@ -6,28 +6,12 @@ import contextlib
 import logging
 from typing import AsyncIterator
 
-import httpx
-
 from guestfs_mount.vsphere.guestfiles import ClientConfig, GuestFiles
-from guestfs_mount.vsphere.http import connection_error, make_api_client
+from guestfs_mount.vsphere.http import make_api_client
 from guestfs_mount.vsphere.rest import RestClient
-from guestfs_mount.vsphere.vijson import RELEASE, ViJsonClient
+from guestfs_mount.vsphere.vijson import ViJsonClient, speaks_vi_json
 
 log = logging.getLogger(__name__)
-
-
-async def speaks_vi_json(http: httpx.AsyncClient) -> bool:
-    """VI/JSON exists when ServiceInstance content answers with a ServiceContent (vCenter 8.0U1+)."""
-    try:
-        response = await http.get(f"/sdk/vim25/{RELEASE}/ServiceInstance/ServiceInstance/content")
-    except httpx.HTTPError as e:
-        raise connection_error(e, "contacting vCenter") from None
-    if response.status_code != 200:
-        return False
-    try:
-        return response.json().get("_typeName") == "ServiceContent"
-    except (ValueError, AttributeError):
-        return False
 
 
 @contextlib.asynccontextmanager
