@@ -193,15 +193,11 @@ class EsxiHosts:
         self._by_name: dict[str, str] = {}  # a name (or IP) transfer URLs gave -> host id
         self._lock = trio.Lock()
         self._warned: set[str] = set()
-        self.lookups = 0  # property reads made, for tests and the status figures
 
     def note_vm_host(self, vm: str, host_id: str | None) -> None:
         """What an inventory listing said about where a VM runs (a first guess; a URL may prove it stale)."""
         if host_id:
             self._vm_host[vm] = host_id
-
-    def known(self, host_id: str) -> HostInfo | None:
-        return self._hosts.get(host_id)
 
     async def route(self, vm: str, url: str) -> Route:
         """Where a transfer URL from an initiate call on `vm` should go, and what to trust there."""
@@ -298,7 +294,6 @@ class EsxiHosts:
 
     async def _read(self, mo_type: str, mo_id: str, paths: list[str]) -> dict[str, Any]:
         assert self.reader is not None
-        self.lookups += 1
         props = await self.reader(mo_type, mo_id, paths)
         if not isinstance(props, dict):
             raise ProtocolError(f"unexpected answer from vCenter: properties of {mo_type} {mo_id}")
