@@ -18,11 +18,12 @@ log = logging.getLogger(__name__)
 async def connect(config: ClientConfig) -> AsyncIterator[GuestFiles]:
     http = make_api_client(config)
     try:
-        api = config.api
+        api, vi_json = config.api, None
         if api == "auto":
-            api = "vi-json" if await speaks_vi_json(http) else "rest"
+            vi_json = await speaks_vi_json(http)
+            api = "vi-json" if vi_json else "rest"
             log.info("vCenter %s: using the %s API", config.url, api)
-        client = ViJsonClient(config, http) if api == "vi-json" else RestClient(config, http)
+        client = ViJsonClient(config, http) if api == "vi-json" else RestClient(config, http, vi_json=vi_json)
         await client.start()
     except BaseException:
         await http.aclose()

@@ -210,6 +210,9 @@ class EsxiHosts:
         address = self._address(info, name, parts.port)
         sni = name if address != parts.netloc and not is_ip(name) else None
         pin = info.fingerprint if info is not None and parts.scheme == "https" else None
+        if info is not None and parts.scheme == "https" and pin is None:
+            self._once(f"nocert:{info.id}", logging.WARNING, "vCenter reports no certificate for ESXi host %s: its "
+                       "transfers are verified like vCenter's connection", info.label())
         return Route(with_netloc(parts.geturl(), address), sni=sni, pin=pin, host=info.label() if info else name,
                      host_id=info.id if info else None)
 
@@ -279,11 +282,7 @@ class EsxiHosts:
             self._by_name[name.lower()] = host_id
         for ip in info.management_ips:
             self._by_name.setdefault(ip, host_id)
-        if der is None:
-            self._once(f"nocert:{host_id}", logging.WARNING,
-                       "vCenter reports no certificate for ESXi host %s: its transfers are verified like vCenter's "
-                       "connection", info.label())
-        else:
+        if der is not None:
             when = _expiry(der)
             if when is not None:
                 self._once(f"expired:{host_id}:{info.fingerprint}", logging.WARNING,

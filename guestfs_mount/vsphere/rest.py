@@ -53,9 +53,10 @@ def credentials(creds: GuestCredentials) -> dict:
 class RestClient(DialectClient):
     dialect = "rest"
 
-    def __init__(self, config: ClientConfig, http: httpx.AsyncClient):
+    def __init__(self, config: ClientConfig, http: httpx.AsyncClient, vi_json: bool | None = None):
         super().__init__(config, http)
         self._vm_windows: dict[str, bool] = {}
+        self._speaks_vi_json = vi_json  # None: not asked yet
         self._vi: ViJsonClient | None = None  # host knowledge through VI/JSON, logged in when first needed
         self._vi_lock = trio.Lock()
         self._vi_started = False
@@ -132,7 +133,9 @@ class RestClient(DialectClient):
     async def _find_host_source(self) -> None:
         """ESXi certificates (and management addresses) come from VI/JSON when this vCenter speaks it; else HTTPS
         transfers can only be verified against ca_file (or not at all, insecure = true)."""
-        if await speaks_vi_json(self.http):
+        if self._speaks_vi_json is None:
+            self._speaks_vi_json = await speaks_vi_json(self.http)
+        if self._speaks_vi_json:
             self.hosts.reader = self._read_via_vi
             return
         if urlsplit(self.config.url).scheme == "https" and not self.config.ca_file and not self.config.insecure:
