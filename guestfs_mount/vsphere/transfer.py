@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
 import ssl
 from typing import AsyncIterator, Awaitable, Callable
