@@ -103,7 +103,8 @@ class RestClient(DialectClient):
             if e.fault != "UNAUTHORIZED":
                 raise
             # REST says 403 both for a guest that denies access and for a vCenter privilege that is missing
-            needed = "Query" if url.endswith(("action=list", "action=get")) else "Modify"
+            reads = url.endswith(("action=list", "action=get"))
+            needed = "Query" if reads else "Execute" if "/guest/processes" in url else "Modify"
             raise type(e)(f"{e}: the guest user may not do this, or the vCenter user lacks {PRIVILEGE}{needed} on "
                           f"the VM (REST transfers, downloads too, need {PRIVILEGE}Modify)", errno=e.errno,
                           fault=e.fault, path=e.path, vm=e.vm) from None
