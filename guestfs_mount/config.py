@@ -3,7 +3,7 @@
 Shape (a public contract: extend it, never change these keys):
 
     [vcenter]  url, username, password | password_file | password_env | password_credential, api, ca_file,
-               insecure, timeout, connect_timeout, max_guest_calls_per_vm, retries, list_page_size
+               insecure, timeout, connect_timeout, max_guest_calls_per_vm, retries, list_page_size, transfer_host
     [vms.<glob>]  username, password | password_file | password_env | password_credential  (most specific wins;
                   "default" matches every VM, last)
     [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay
@@ -85,6 +85,7 @@ VCENTER_KEYS: _Schema = {
     "max_guest_calls_per_vm": _POS_INT,
     "retries": _POS_INT,
     "list_page_size": _POS_INT,
+    "transfer_host": _STR,
 }
 VM_KEYS: _Schema = {"username": _STR, **_SECRETS}
 CACHE_KEYS: _Schema = {"attr_ttl": _POS_NUMBER, "dir_ttl": _POS_NUMBER, "vm_list_ttl": _POS_NUMBER,
@@ -101,6 +102,7 @@ MOUNT_KEYS: _Schema = {
 }
 TABLES = {"vcenter": VCENTER_KEYS, "vms": None, "cache": CACHE_KEYS, "mount": MOUNT_KEYS}
 API_CHOICES = ("auto", "vi-json", "rest")
+TRANSFER_HOST_CHOICES = ("management-ip", "name", "vcenter")
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,10 @@ def load(path: str | os.PathLike) -> Config:
     api = vcenter.get("api", "auto")
     if api not in API_CHOICES:
         raise ConfigError(f"config file {path}: [vcenter] api must be one of {', '.join(API_CHOICES)}, not {api!r}")
+    transfer_host = vcenter.get("transfer_host", TRANSFER_HOST_CHOICES[0])
+    if transfer_host not in TRANSFER_HOST_CHOICES:
+        raise ConfigError(f"config file {path}: [vcenter] transfer_host must be one of "
+                          f"{', '.join(TRANSFER_HOST_CHOICES)}, not {transfer_host!r}")
     if vcenter.get("ca_file") and not Path(vcenter["ca_file"]).is_file():
         raise ConfigError(f"config file {path}: [vcenter] ca_file {vcenter['ca_file']!r} does not exist")
     vcenter_secret = _secret_of(path, "vcenter", vcenter, required=True)

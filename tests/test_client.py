@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import resource
+import ssl
 
 import httpx
 import pytest
@@ -26,7 +27,8 @@ from guestfs_mount.vsphere.faults import (
 from guestfs_mount.vsphere.guestfiles import ClientConfig, open_client
 from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestCredentials
 from guestfs_mount.vsphere import transfer
-from guestfs_mount.vsphere.transfer import HttpReadTransfer, TransferClients, put_file, resolve_host
+from guestfs_mount.vsphere.hosts import Route, fingerprint, resolve_star
+from guestfs_mount.vsphere.transfer import HttpReadTransfer, TransferClients, put_file
 from tests.helpers.badserver import Answer, bad_server
 from tests.helpers.simulator import running_simulator
 
@@ -388,25 +390,30 @@ async def test_insecure_works_and_says_so_loudly(tls_sim, api, caplog):
 
 
 async def test_a_transfer_to_a_host_with_another_certificate_is_refused(tls_sim, tmp_path):
+    """A pinned client accepts exactly the certificate vCenter reports for the host (by SHA-256), whatever CA signed
+    another; the refusal names both fingerprints and happens before any HTTP byte."""
     wrong = trustme.CA().issue_cert("localhost", "127.0.0.1").cert_chain_pems[0].bytes().decode()
     config = config_for(tls_sim, "vi-json", ca_file=tls_sim.ca_path)
     clients = TransferClients(config)
+    url = f"{tls_sim.url}/sdk/vim25/8.0.1.0/ServiceInstance/ServiceInstance/content"
+    right = await host_fingerprint(tls_sim)
     try:
-        with pytest.raises(httpx.ConnectError):
-            await clients.get(wrong).get(f"{tls_sim.url}/sdk/vim25/8.0.1.0/ServiceInstance/ServiceInstance/content")
-        right = (await open_pem(tls_sim)).strip()
-        response = await clients.get(right).get(
-            f"{tls_sim.url}/sdk/vim25/8.0.1.0/ServiceInstance/ServiceInstance/content")
+        with pytest.raises(httpx.ConnectError) as e:
+            await clients.get(fingerprint(ssl.PEM_cert_to_DER_cert(wrong))).get(url)
+        assert f"reports {fingerprint(ssl.PEM_cert_to_DER_cert(wrong))}" in str(e.value)
+        assert f"presented SHA-256 {right}" in str(e.value)
+        response = await clients.get(right).get(url)
         assert response.status_code == 200
     finally:
         await clients.aclose()
 
 
-async def open_pem(sim) -> str:
-    """The simulator's host certificate as the VI inventory gives it."""
+async def host_fingerprint(sim) -> str:
+    """The SHA-256 of the simulator's host certificate as the VI inventory gives it."""
     async with open_client(config_for(sim, "vi-json", ca_file=sim.ca_path)) as client:
         vm = await vm_id(client)
-        return await client._pin_for(vm)
+        # the simulator's one host is named localhost: a URL naming it is pinned to its certificate
+        return (await client.route(vm, "https://localhost:1/guestFile?id=1&token=t")).pin
 
 
 # ------------------------------------------------------------------------------------------- bad servers
@@ -438,14 +445,14 @@ async def test_a_content_length_lie_ends_in_an_error_without_memory_growth():
         config = ClientConfig(url=server.url, username="u", password="p", timeout=5)
         clients = TransferClients(config)
 
-        url = resolve_host(f"http://*:{server.server_address[1]}/guestFile?id=1&token=t", server.url)
+        route = Route(resolve_star("http://*/guestFile?id=1&token=t", server.url))
         renewals = []
 
-        async def new_url():  # a download cut midway is renewed once; the lie then comes again
+        async def new_route():  # a download cut midway is renewed once; the lie then comes again
             renewals.append(1)
-            return url
+            return route
 
-        transfer = HttpReadTransfer(clients.get(None), url, new_url, four_gib, None, "/big")
+        transfer = HttpReadTransfer(clients, route, new_route, four_gib, None, "/big")
         try:
             with trio.fail_after(20):
                 with pytest.raises(TransferError) as e:
@@ -466,7 +473,7 @@ async def test_put_sends_an_exact_content_length_and_is_never_chunked(tmp_path):
 
         try:
             with trio.fail_after(20):
-                await put_file(clients.get(None), f"{server.url}/guestFile?id=1&token=t", no_new_url, src,
+                await put_file(clients, Route(f"{server.url}/guestFile?id=1&token=t"), no_new_url, src,
                                src.stat().st_size, None, "/src")
         finally:
             await clients.aclose()

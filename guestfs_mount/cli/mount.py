@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
         return 2
     setup_logging(args.debug, secrets=lambda: config.secrets_seen)
     try:
-        client_config = client_config_from(config)
+        client_config = client_config_from(config, vm_names=tuple(args.vms or config.mount.get("vms", ())))
     except ConfigError as e:
         print(f"guestfs-mount: {e}", file=sys.stderr)
         return 2
@@ -115,14 +115,14 @@ def _check_mountpoint(path: str) -> str:
     return str(mp.resolve())
 
 
-def client_config_from(config: Config):
+def client_config_from(config: Config, vm_names: tuple[str, ...] = ()):
     from guestfs_mount.vsphere.guestfiles import ClientConfig
 
     vc = config.vcenter
     optional = {k: vc[k] for k in ("ca_file", "insecure", "timeout", "connect_timeout", "max_guest_calls_per_vm",
-                                   "retries", "list_page_size") if k in vc}
+                                   "retries", "list_page_size", "transfer_host") if k in vc}
     return ClientConfig(url=vc["url"].rstrip("/"), username=vc["username"], password=config.vcenter_password(),
-                        api=vc.get("api", "auto"), **optional)
+                        api=vc.get("api", "auto"), vm_names=vm_names, **optional)
 
 
 def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: str, fuse_options: list[str]):

@@ -1,12 +1,12 @@
-"""The /_sim control endpoints (plain JSON, no auth): power, Tools, latency, transfer throttle, planned faults,
-session expiry, call counts."""
+"""The /_sim control endpoints (plain JSON, no auth): power, Tools, latency, transfer throttle, migration, planned
+faults, privileges, session expiry and rotation, call counts."""
 
 from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
 from .inventory import POWER_STATES
-from .state import Simulator
+from .state import PRIVILEGE_PREFIX, PRIVILEGES, Simulator
 
 
 def handle(h, sim: Simulator) -> None:
@@ -26,12 +26,21 @@ def handle(h, sim: Simulator) -> None:
         sim.reset_stats()
     elif seg == ["sessions", "expire"]:
         sim.sessions.expire_all()
+    elif seg == ["sessions", "rotate"]:
+        sim.sessions.rotate_all()
+    elif seg == ["privileges"]:
+        withheld = body.get("withhold", [])
+        short = [str(p).removeprefix(PRIVILEGE_PREFIX) for p in withheld] if isinstance(withheld, list) else None
+        if short is None or any(p not in PRIVILEGES for p in short):
+            h.send_json(400, {"error": f"withhold must be a list of {', '.join(PRIVILEGES)}"})
+            return
+        sim.withheld[str(body.get("user") or sim.settings.vc_user)] = set(short)
     elif seg == ["faults"]:
         if not body.get("operation") or not body.get("fault"):
             h.send_json(400, {"error": "operation and fault are required"})
             return
         sim.faults.add(body["operation"], body["fault"], int(body.get("times", 1)), body.get("vm"))
-    elif len(seg) == 3 and seg[0] == "vms" and seg[2] in ("power", "tools", "latency", "throttle"):
+    elif len(seg) == 3 and seg[0] == "vms" and seg[2] in ("power", "tools", "latency", "throttle", "migrate"):
         vm = sim.inventory.by_name(seg[1])
         h.vm_name = seg[1]
         if vm is None:
@@ -46,6 +55,12 @@ def handle(h, sim: Simulator) -> None:
             vm.latency_ms = max(0, int(body.get("ms", 0)))
         elif seg[2] == "throttle":
             vm.throttle_bps = max(0, int(body.get("bytes_per_s", 0)))
+        elif seg[2] == "migrate":
+            host = sim.hosts.find(body["host"]) if body.get("host") else sim.hosts.next_after(vm.host)
+            if host is None:
+                h.send_json(404, {"error": f"no host {body.get('host')}"})
+                return
+            sim.migrate(vm, host)
         else:
             vm.tools_running = bool(body.get("running"))
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ntpath
 import os
 import posixpath
@@ -30,6 +31,15 @@ class FileInfo:
     atime: float
     ctime: float
     symlink_target: str | None = None
+
+
+@dataclass
+class ListPage:
+    """One page of a listing: the entries printed, the positions after the page, the positions in all."""
+
+    entries: list[FileInfo]
+    remaining: int
+    total: int
 
 
 @dataclass
@@ -133,6 +143,22 @@ class GuestFS:
 
         A non-directory (a symlink is not followed) gives one entry named by the full path given.
         """
+        names = self._listing(guest_path, pattern, dots=True)
+        return [info for name, path in names if (info := self._entry(name, path, False)) is not None]
+
+    def list_page(self, guest_path: str, pattern: str | None, index: int, count: int, *, dots: bool = True,
+                  skip_unreadable: bool = False) -> "ListPage":
+        """One page as the guest agent makes it (open-vm-tools vixTools.c, VixToolsListFiles): the pattern is
+        applied first, then `count` positions from `index`; an entry whose size cannot be read is left out of the
+        page but still counted, so `remaining` covers it and the next `index` the caller computes from the entries
+        it got repeats entries. `count` 0 gives no entries and the right `remaining`."""
+        names = self._listing(guest_path, pattern, dots)
+        positions = names[index : index + count] if count > 0 else []
+        entries = [info for name, path in positions if (info := self._entry(name, path, skip_unreadable)) is not None]
+        return ListPage(entries, max(0, len(names) - index - len(positions)), len(names))
+
+    def _listing(self, guest_path: str, pattern: str | None, dots: bool) -> list[tuple[str, str]]:
+        """(name, host path) of every position of a listing, after the pattern."""
         try:
             regex = re.compile(pattern) if pattern else None
         except re.error as err:
@@ -140,32 +166,62 @@ class GuestFS:
         host = self.host_path(guest_path)
         st = self._lstat(guest_path, host)
         if not stat.S_ISDIR(st.st_mode):
-            return [self._info(guest_path, host, st)]
+            return [(guest_path, host)]
         parent = os.path.dirname(host) if os.path.normpath(host) != os.path.normpath(self.root) else str(self.root)
-        entries = [("." , host), ("..", parent)]
+        entries = [(".", host), ("..", parent)] if dots else []
         try:
             with os.scandir(host) as it:
                 entries += [(e.name, e.path) for e in it]
         except OSError as err:
             raise from_oserror(err, guest_path) from None
-        out = []
-        for name, path in entries:
-            if regex is not None and not regex.search(name):
-                continue
-            try:
-                out.append(self._info(name, path, os.lstat(path)))
-            except OSError:
-                continue  # the agent silently skips entries it cannot stat
-        return out
+        return [(name, path) for name, path in entries if regex is None or regex.search(name)]
+
+    def _entry(self, name: str, path: str, skip_unreadable: bool) -> FileInfo | None:
+        """An entry's record, or None where the agent prints nothing: a file gone since the directory was read,
+        or (skip_unreadable) a regular file nobody may read, standing for one whose size the agent cannot get
+        (locked on Windows, removed or made unreadable mid-listing)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if skip_unreadable and stat.S_ISREG(st.st_mode) and not st.st_mode & 0o444:
+            return None
+        return self._info(name, path, st)
 
     def _info(self, name: str, host: str, st: os.stat_result) -> FileInfo:
-        target = None
-        if stat.S_ISLNK(st.st_mode):
+        if not stat.S_ISLNK(st.st_mode):
+            return info_from_stat(name, st)
+        try:
+            target = os.readlink(host)
+        except OSError:
+            target = ""
+        # the agent stat()s through a link: the target's attributes, all zeros for a dangling link
+        followed = self._stat_through(host)
+        info = info_from_stat(name, st, target)
+        if followed is None:
+            return dataclasses.replace(info, mode=0, uid=0, gid=0, mtime=0, atime=0, ctime=0)
+        return dataclasses.replace(info, mode=followed.st_mode, uid=followed.st_uid, gid=followed.st_gid,
+                                   mtime=followed.st_mtime, atime=followed.st_atime, ctime=followed.st_ctime)
+
+    def _stat_through(self, host: str) -> os.stat_result | None:
+        """stat() of a symlink as the guest sees it: absolute targets resolve inside the guest's root."""
+        path = host
+        for _ in range(40):  # the kernel's own limit on links followed
             try:
-                target = os.readlink(host)
+                st = os.lstat(path)
             except OSError:
-                target = ""
-        return info_from_stat(name, st, target)
+                return None
+            if not stat.S_ISLNK(st.st_mode):
+                return st
+            try:
+                target = os.readlink(path)
+            except OSError:
+                return None
+            base = str(self.root) if target.startswith("/") else os.path.dirname(path)
+            path = os.path.normpath(os.path.join(base, target.lstrip("/") if target.startswith("/") else target))
+            if os.path.commonpath([path, str(self.root)]) != str(self.root):
+                return None  # `..` above the guest's root: nothing there in the guest
+        return None
 
     def stat(self, guest_path: str) -> FileInfo:
         host = self.host_path(guest_path)

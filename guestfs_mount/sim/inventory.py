@@ -1,4 +1,4 @@
-"""The VMs: one per subdirectory of the root, found anew at each listing; ids, power state, Tools state."""
+"""The VMs: one per subdirectory of the root, found anew at each listing; ids, power state, Tools state, host."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from .hosts import Hosts
 
 log = logging.getLogger("guestfs_mount.sim")
 
@@ -24,6 +26,7 @@ class VM:
     template: bool = False
     latency_ms: int = 0  # extra delay of this VM's guest operations (a slow guest), set through /_sim
     throttle_bps: int = 0  # cap on this VM's /guestFile GET and PUT bodies in bytes/s (0: none), set through /_sim
+    host: str = ""  # the HostSystem it runs on (runtime.host); /_sim/vms/{name}/migrate moves it
 
     @property
     def windows(self) -> bool:
@@ -37,8 +40,9 @@ class VM:
 class Inventory:
     """Maps VM names to VM records. Ids (`vm-<n>`, or `<n>` on ESXi) stay the same per name for the life of the process."""
 
-    def __init__(self, root: Path, id_prefix: str = "vm-"):
+    def __init__(self, root: Path, hosts: Hosts, id_prefix: str = "vm-"):
         self.root = root
+        self.hosts = hosts
         self.id_prefix = id_prefix  # "" on ESXi, whose VM ids are plain numbers
         self._lock = threading.Lock()
         self._vms: dict[str, VM] = {}
@@ -68,6 +72,9 @@ class Inventory:
                 guest_family=init.get("guestFamily", "linuxGuest"),
                 template=init.get("template", False),
             )
+            # `.vms.json` may name the host (by name or id); else round robin in the order VMs are first seen
+            placed = self.hosts.find(init.get("host"))
+            vm.host = placed.id if placed else self.hosts.placement(self._next_id - 1)
             self._next_id += 1
             self._vms[name] = vm
         return vm

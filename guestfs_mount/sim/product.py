@@ -19,7 +19,7 @@ class Product:
     datacenter: str
     datacenter_name: str
     vm_folder: str
-    host: str
+    host: str  # the first (on ESXi the only) HostSystem's id
     property_collector: str
     view_manager: str
     session_manager: str
@@ -31,6 +31,11 @@ class Product:
     @property
     def esxi(self) -> bool:
         return self.about["apiType"] == "HostAgent"
+
+    def about_of(self, version: str) -> dict:
+        """AboutInfo for the version the simulator reports (--vc-version); apiVersion is its 4-part release."""
+        return {**self.about, "version": version, "fullName": f"{self.about['name']} {version} build-0 (guestfs-sim)",
+                "apiVersion": ".".join((version.split(".") + ["0"] * 4)[:4])}
 
 
 def _about(**kw) -> dict:

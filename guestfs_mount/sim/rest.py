@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .faults import SimFault
 from .guestfs import Attributes, FileInfo, attributes_from
-from .state import SERVER_RELEASE, Simulator, iso, release_ok, release_tuple
+from .state import HELLO_SINCE, REST_GUEST_SINCE, Simulator, iso, release_ok, release_tuple
 
 SESSION_HEADER = "vmware-api-session-id"
 CHALLENGE = 'Basic realm="VCenter"'
@@ -62,8 +62,19 @@ def _route(h, sim: Simulator, seg: list[str], query: dict, action: str):
     token = h.headers.get(SESSION_HEADER)
     if seg == ["session"]:
         return _session(h, sim, token)
-    if seg == ["vcenter", "system"] and h.command == "POST" and action == "hello":
+    if seg == ["vcenter", "system"] and h.command == "POST" and action == "hello" and sim.has(HELLO_SINCE):
         return _hello(h, sim)
+    if seg == ["appliance", "system", "version"] and h.command == "GET":
+        h.op = "appliance.system.version.get"
+        sim.begin(h.op)
+        _session_of(sim, token)
+        return 200, _appliance_version(sim), None
+    if seg == ["vcenter", "host"] and h.command == "GET":
+        h.op = "vcenter.host.list"
+        sim.begin(h.op)
+        _session_of(sim, token)
+        return 200, [{"host": host.id, "name": host.name, "connection_state": "CONNECTED",
+                      "power_state": "POWERED_ON"} for host in sim.hosts.all], None
     if seg[:2] != ["vcenter", "vm"]:
         raise RestError(404, "NOT_FOUND", f"no such endpoint: {h.path}")
     if len(seg) == 2 and h.command == "GET":
@@ -73,6 +84,10 @@ def _route(h, sim: Simulator, seg: list[str], query: dict, action: str):
         return 200, _vm_list(sim, query), None
     vm_id = unquote(seg[2]) if len(seg) > 2 else ""
     rest = seg[3:]
+    if rest[:2] in (["guest", "filesystem"], ["guest", "operations"]) and not sim.has(REST_GUEST_SINCE):
+        # these operations came with vCenter 7.0U2 (API 7.0.2.0); an older /api has no route for them
+        h.read_body()  # (not left on a kept-alive connection)
+        raise RestError(404, "OPERATION_NOT_FOUND", f"no such operation: {split_path(h.path)}")
     if rest in (["guest", "identity"], ["guest", "operations"]) and h.command == "GET":
         h.op = f"vcenter.vm.guest.{rest[1]}.get"
         sim.begin(h.op)
@@ -124,8 +139,21 @@ def _hello(h, sim: Simulator):
     offered = body.get("api_releases") if isinstance(body, dict) else None
     if not isinstance(offered, list):
         raise RestError(400, "INVALID_ARGUMENT", "api_releases must be a list")
-    spoken = [r for r in offered if isinstance(r, str) and release_ok(r) and release_tuple(r) <= SERVER_RELEASE]
+    server = release_tuple(sim.settings.vc_version + ".0")[:4]
+    spoken = [r for r in offered if isinstance(r, str) and release_ok(r) and release_tuple(r) <= server]
     return 200, {"api_release": max(spoken, key=release_tuple, default="")}, None
+
+
+def _appliance_version(sim: Simulator) -> dict:
+    """GET /api/appliance/system/version (VersionStruct): `version` in the appliance's 4-part form."""
+    parts = (sim.settings.vc_version.split(".") + ["0", "0", "0"])[:3]
+    return {"version": ".".join(parts) + ".00000", "product": "VMware vCenter Server", "build": "0",
+            "type": "vCenter Server with an embedded Platform Services Controller", "summary": "",
+            "releasedate": "", "install_time": "2024-01-01T00:00:00.000Z"}
+
+
+def split_path(path: str) -> str:
+    return urlsplit(path).path
 
 
 def _basic_auth(header: str) -> tuple[str | None, str | None]:
@@ -149,6 +177,8 @@ def _vm_list(sim: Simulator, query: dict) -> list:
     names = set(query.get("names", []))
     ids = set(query.get("vms", []))
     states = set(query.get("power_states", []))
+    hosts = set(query.get("hosts", []))
+    folders = set(query.get("folders", []))
     bad = states - set(POWER.values())
     if bad:
         raise RestError(400, "INVALID_ARGUMENT", f"bad power state: {sorted(bad)}")
@@ -156,8 +186,17 @@ def _vm_list(sim: Simulator, query: dict) -> list:
     for vm in sim.inventory.list():
         if (names and vm.name not in names) or (ids and vm.id not in ids) or (states and POWER[vm.power_state] not in states):
             continue
+        if (hosts and vm.host not in hosts) or (folders and VM_FOLDER not in folders):
+            continue
         out.append({"vm": vm.id, "name": vm.name, "power_state": POWER[vm.power_state], "cpu_count": 1, "memory_size_MiB": 1024})
+    if len(out) > sim.settings.rest_vm_limit:
+        # a real vCenter refuses more than 4,000 matches instead of paging (--rest-vm-limit lowers it)
+        raise RestError(500, "UNABLE_TO_ALLOCATE_RESOURCE",
+                        f"More than {sim.settings.rest_vm_limit} virtual machines match the filter")
     return out
+
+
+VM_FOLDER = "group-v3"  # the one VM folder (the VI inventory's)
 
 
 def _identity(vm) -> dict:
@@ -194,8 +233,10 @@ def _filesystem(h, sim: Simulator, token, vm_id: str, sub: list[str], action: st
         user = password = None  # the simulator knows no SAML tokens
     else:
         user, password = creds.get("user_name"), creds.get("password")
+    # a REST download needs GuestOperations.Modify, where VI's InitiateFileTransferFromGuest needs only Query
+    privilege = "Modify" if operation == "InitiateFileTransferFromGuest" else None
     try:
-        vm, fs = sim.guest_call(operation, token, vm_id, user, password)
+        vm, fs = sim.guest_call(operation, token, vm_id, user, password, privilege=privilege)
     except SimFault as fault:
         if fault.name == "NotAuthenticated":
             raise unauthenticated() from None
@@ -220,16 +261,16 @@ def _list(h, sim, vm, fs, body, _):
     if info.type != "directory":
         raise SimFault("NotADirectory", f"{path} is not a directory", file=path)
     # `.` and `..` are dropped here: REST clients get real entries only (docs/simulator.md)
-    entries = [e for e in fs.list_files(path, pattern) if e.name not in (".", "..")]
-    page = entries[index : index + size] if size > 0 else []
+    listed = fs.list_page(path, pattern, index, size, dots=False, skip_unreadable=sim.settings.skip_unreadable)
+    covered = max(0, listed.total - index - listed.remaining)  # positions this page went over, skipped ones too
     result = {
-        "files": [_summary(e) for e in page],
-        "total": len(entries),
-        "status": "READY" if index + len(page) < len(entries) else "END_OF_DATA",
+        "files": [_summary(e) for e in listed.entries],
+        "total": listed.total,
+        "status": "READY" if listed.remaining > 0 else "END_OF_DATA",
     }
-    if page:
+    if covered:
         result["start_index"] = index
-        result["end_index"] = index + len(page) - 1
+        result["end_index"] = index + covered - 1
     return 200, result, None
 
 
@@ -237,8 +278,8 @@ def _get(h, sim, vm, fs, body, path):
     h.guest_path = path
     e = fs.stat(path)
     attrs = {
-        "last_modified": iso(e.mtime),
-        "last_accessed": iso(e.atime),
+        "last_modified": iso_ms(e.mtime),
+        "last_accessed": iso_ms(e.atime),
         "filesystem_family": "WINDOWS" if vm.windows else "POSIX",
     }
     if e.symlink_target is not None:
@@ -247,11 +288,24 @@ def _get(h, sim, vm, fs, body, path):
         attrs["win_attributes"] = {
             "hidden": path.rsplit("\\", 1)[-1].startswith("."),
             "read_only": not e.mode & 0o200,
-            "created": iso(e.ctime),
+            "created": iso_ms(e.ctime),
         }
     else:
-        attrs["posix_attributes"] = {"owner": e.uid, "group": e.gid, "permissions": format(e.mode & 0o7777, "o")}
+        attrs["posix_attributes"] = {"owner": e.uid, "group": e.gid,
+                                     "permissions": _permissions(e.mode, sim.settings.rest_permissions)}
     return 200, {"type": FILE_TYPES[e.type], "size": e.size, "attributes": attrs}, None
+
+
+def iso_ms(ts: float) -> str:
+    """vAPI's canonical DateTime: whole seconds from the agent, printed with milliseconds."""
+    return iso(ts).replace("Z", ".000Z")
+
+
+def _permissions(mode: int, form: str) -> str:
+    """REST `permissions` (octal, exact form unconfirmed): "644" by default, "0644" or st_mode "100644"."""
+    if form == "100644":
+        return format(mode, "o")
+    return format(mode & 0o7777, "04o" if form == "0644" else "o")
 
 
 def _delete_file(h, sim, vm, fs, body, path):

@@ -1,4 +1,8 @@
-"""HTTP plumbing: a threading HTTP/1.1 server (optionally TLS), routing by path prefix, JSON in and out, one log line per call."""
+"""HTTP plumbing: a threading HTTP/1.1 server (optionally TLS), routing by path prefix, JSON in and out, one log line per call.
+
+The vCenter's server answers everything; each simulated ESXi host with an address of its own (`--hosts`) gets a
+server on that address and the same port that answers only `/guestFile`, for that host's VMs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 import os
 import socket
 import ssl
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +47,7 @@ class Handler(BaseHTTPRequestHandler):
         self.vm_name = ""
         self.guest_path = ""
         self.status = 0
+        self.body_note = ""  # how a transfer body went out, for the log line ("gzip")
 
     def send_response(self, code, message=None):
         self.status = code
@@ -89,6 +95,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.close_connection and "Connection" not in (headers or {}):
+            # we hang up after this answer (a request we could not read): say so, or a keep-alive client sends its
+            # next request into the closing socket and gets a reset
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -106,7 +116,10 @@ class Handler(BaseHTTPRequestHandler):
         note = ""
         esxi = self.sim.product.esxi  # a standalone ESXi host speaks SOAP only
         try:
-            if path.startswith("/sdk/vim25/") and not esxi:
+            if self.server.esxi_host is not None and path != "/guestFile":
+                # an ESXi host's address serves transfers here; vCenter's API is elsewhere
+                self.send_json(404, {"error": f"no such endpoint on ESXi host {self.server.esxi_host}: {path}"})
+            elif path.startswith("/sdk/vim25/") and not esxi:
                 vijson.handle(self, self.sim)
             elif (path == "/api" or path.startswith("/api/")) and not esxi:
                 rest.handle(self, self.sim)
@@ -169,6 +182,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_empty(404 if t == "gone" else 409, {"Connection": "close"})
             return f"url {t}"
         self.vm_name, self.guest_path = t.vm, t.guest_path
+        if self.server.esxi_host is not None:
+            vm = self.sim.inventory.by_name(t.vm)
+            if vm is None or vm.host != self.server.esxi_host:
+                # a host knows only the transfers of its own VMs (a URL from before a migration names the old one)
+                self.sim.transfers.release(t, False, self.connection)
+                self.sim.count(self.op)
+                self.close_connection = True
+                self.send_empty(404, {"Connection": "close"})
+                return f"VM not on {self.server.esxi_host}"
         ok = False
         try:
             self.sim.count(self.op)
@@ -179,7 +201,7 @@ class Handler(BaseHTTPRequestHandler):
             return f"aborted: {err}"
         finally:
             self.sim.transfers.release(t, ok, self.connection)
-        return ""
+        return self.body_note
 
     def _throttle(self, t):
         vm = self.sim.inventory.by_name(t.vm)
@@ -197,6 +219,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.send_json(500, {"error": f"transfer failed: {fault}"}, {"Connection": "close"})
             return False
+        gzip_mode = self.sim.settings.transfer_gzip
+        if gzip_mode == "always" or (gzip_mode == "accepted" and accepts_gzip(self.headers.get("Accept-Encoding"))):
+            return self._get_gzip(t, fault)
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(size))
@@ -204,6 +229,22 @@ class Handler(BaseHTTPRequestHandler):
         if fault:
             self.close_connection = True
         send_file(t, self.wfile, bool(fault), self._throttle(t))
+        return True
+
+    def _get_gzip(self, t, fault) -> bool:
+        """The body gzip-compressed and chunked, with no Content-Length (--transfer-gzip), as a report of a real
+        ESXi GET above ~2.4 KB suggests; the compressed stream is made as the file is read."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if fault:
+            self.close_connection = True
+        self.body_note = "gzip"
+        out = GzipChunks(self.wfile)
+        send_file(t, out, bool(fault), self._throttle(t))
+        out.finish()
         return True
 
     def _put(self, t, fault) -> bool:
@@ -233,12 +274,46 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
 
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header admits gzip (`identity` alone, or `gzip;q=0`, does not)."""
+    for item in (header or "").split(","):
+        coding, _, params = item.strip().partition(";")
+        q = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
+        try:
+            weight = float(q)
+        except ValueError:
+            weight = 1.0
+        if coding.strip().lower() in ("gzip", "x-gzip", "*") and weight > 0:
+            return True
+    return False
+
+
+class GzipChunks:
+    """A file-like writer that gzips what it gets and writes it as HTTP/1.1 chunks."""
+
+    def __init__(self, wfile):
+        self._wfile = wfile
+        self._zip = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: a gzip header and trailer
+
+    def _chunk(self, data: bytes) -> None:
+        if data:
+            self._wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def write(self, data) -> None:
+        self._chunk(self._zip.compress(bytes(data)))
+
+    def finish(self) -> None:
+        self._chunk(self._zip.flush())
+        self._wfile.write(b"0\r\n\r\n")
+
+
 class SimServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, sim: Simulator, ssl_context: ssl.SSLContext | None):
+    def __init__(self, address, sim: Simulator, ssl_context: ssl.SSLContext | None, esxi_host: str | None = None):
         self.ssl_context = ssl_context
+        self.esxi_host = esxi_host  # the simulated ESXi host this server is (None: vCenter)
         handler = type("BoundHandler", (Handler,), {"sim": sim})
         super().__init__(address, handler)
 
@@ -261,9 +336,12 @@ class SimServer(ThreadingHTTPServer):
         log.debug("connection error from %s", client_address, exc_info=True)
 
 
-def make_server(host: str, port: int, sim: Simulator, ssl_context: ssl.SSLContext | None) -> SimServer:
+def make_server(host: str, port: int, sim: Simulator, ssl_context: ssl.SSLContext | None,
+                esxi_host: str | None = None) -> SimServer:
+    """The vCenter's server (it picks the port: `sim.port`), or with `esxi_host` a host's transfer server."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    SimServer.address_family = family
-    server = SimServer((host, port), sim, ssl_context)
-    sim.port = server.server_address[1]
+    server_class = type("SimServer", (SimServer,), {"address_family": family})
+    server = server_class((host, port), sim, ssl_context, esxi_host)
+    if esxi_host is None:
+        sim.port = server.server_address[1]
     return server

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .faults import SimFault
 from .guestfs import GuestFS
+from .hosts import Host, Hosts
 from .inventory import VM, Inventory
 from .product import ESXI, VCENTER
 from .transfers import TransferRegistry
@@ -36,6 +37,38 @@ def release_ok(release: str) -> bool:
     return bool(re.fullmatch(r"\d+\.\d+\.\d+\.\d+", release)) and release_tuple(release) >= MIN_RELEASE
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """"8.0.3" or "7.0.2.00100" -> (8, 0, 3) / (7, 0, 2, 100), for comparisons."""
+    return tuple(int(x) for x in version.split("."))
+
+
+# The vCenter version from which each API exists (what an older --vc-version leaves out).
+VI_JSON_SINCE = (8, 0, 1)  # /sdk/vim25/{release}/...
+REST_GUEST_SINCE = (7, 0, 2)  # /api/vcenter/vm/{vm}/guest/filesystem..., guest/operations
+HELLO_SINCE = (8, 0, 2)  # POST /api/vcenter/system?action=hello
+
+# The privilege each guest operation needs on the VM (pyVmomi's _typeinfo_vim.py); REST transfers differ (below).
+PRIVILEGE_PREFIX = "VirtualMachine.GuestOperations."
+GUEST_PRIVILEGES = {
+    "ListFilesInGuest": "Query",
+    "InitiateFileTransferFromGuest": "Query",
+    "InitiateFileTransferToGuest": "Modify",
+    "MakeDirectoryInGuest": "Modify",
+    "DeleteFileInGuest": "Modify",
+    "DeleteDirectoryInGuest": "Modify",
+    "MoveFileInGuest": "Modify",
+    "MoveDirectoryInGuest": "Modify",
+    "ChangeFileAttributesInGuest": "Modify",
+    "CreateTemporaryFileInGuest": "Modify",
+    "CreateTemporaryDirectoryInGuest": "Modify",
+    "StartProgramInGuest": "Execute",
+    "ListProcessesInGuest": "Query",
+    "TerminateProcessInGuest": "Execute",
+    "ReadEnvironmentVariableInGuest": "Query",
+}
+PRIVILEGES = ("Query", "Modify", "Execute")
+
+
 @dataclass
 class Settings:
     root: Path
@@ -46,9 +79,17 @@ class Settings:
     latency_ms: int = 0
     transfer_host: str = "*"
     tls: bool = False
-    host_cert_pem: str | None = None  # the server's own leaf certificate, shown as the ESXi host's
+    host_cert_pem: str | None = None  # the first host's certificate (kept for older callers: use sim.hosts)
     host_thumbprint: str | None = None
     esxi: bool = False  # a standalone ESXi host (SOAP only, `ha-*` ids) instead of a vCenter
+    hosts: list[tuple[str, str]] | None = None  # --hosts: (name, management address) per ESXi host
+    host_cert_expired: bool = False  # --host-cert-expired: the hosts' own certificates expired a year ago
+    transfer_port: bool = True  # --no-transfer-port: `*` transfer URLs carry no port, as ESXi's do
+    transfer_gzip: str | None = None  # --transfer-gzip: None | "accepted" | "always"
+    vc_version: str = "8.0.3"  # --vc-version: what vCenter reports; older versions lack VI/JSON, REST guest ops
+    rest_vm_limit: int = 4000  # --rest-vm-limit: GET /api/vcenter/vm refuses more matches than this
+    skip_unreadable: bool = False  # --skip-unreadable: listings skip chmod-000 files but still count them
+    rest_permissions: str = "644"  # --rest-permissions: how REST prints permissions ("644", "0644", "100644")
 
 
 @dataclass
@@ -60,6 +101,7 @@ class Session:
     last_active: datetime
     # PropertyCollector pages not fetched yet, by token
     pending: dict[str, list] = field(default_factory=dict)
+    rotate: bool = False  # /_sim/sessions/rotate: the next VI/JSON answer carries a new session id
 
 
 def iso(ts: datetime | float) -> str:
@@ -96,6 +138,23 @@ class Sessions:
         with self._lock:
             self._by_token.clear()
 
+    def rotate_all(self) -> None:
+        """Every session gets a new id with its next VI/JSON answer; the old id dies then."""
+        with self._lock:
+            for s in self._by_token.values():
+                s.rotate = True
+
+    def take_rotation(self, token: str | None) -> str | None:
+        """The session's new id if it was due one (the old id no longer works), else None."""
+        with self._lock:
+            s = self._by_token.get(token or "")
+            if s is None or not s.rotate:
+                return None
+            del self._by_token[s.token]
+            s.token, s.rotate = uuid.uuid4().hex, False
+            self._by_token[s.token] = s
+            return s.token
+
 
 @dataclass
 class PlannedFault:
@@ -131,13 +190,24 @@ class Simulator:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.product = ESXI if settings.esxi else VCENTER
-        self.inventory = Inventory(settings.root, self.product.vm_id_prefix)
+        self.hosts = Hosts(settings.hosts or [(_default_host_name(settings), "127.0.0.1")],
+                           first_id=self.product.host)
+        self.inventory = Inventory(settings.root, self.hosts, self.product.vm_id_prefix)
         self.sessions = Sessions()
         self.faults = FaultPlan()
         self.transfers = TransferRegistry()
         self.port = 0
         self._stats_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        self.withheld: dict[str, set[str]] = {}  # vCenter user -> privileges (Query, Modify, Execute) not granted
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        return version_tuple(self.settings.vc_version)
+
+    def has(self, since: tuple[int, ...]) -> bool:
+        """Whether this vCenter's version has an API that exists from `since` on."""
+        return self.version >= since
 
     # ---- counting and injected faults
 
@@ -170,19 +240,22 @@ class Simulator:
             raise SimFault("NotAuthenticated", "The session is not authenticated.", privilegeId="System.View")
         return s
 
-    def guest_call(self, operation: str, token: str | None, vm_id: str, user: str | None, password: str | None) -> tuple[VM, GuestFS]:
-        """The checks of every guest operation, in a real vCenter's order; returns the VM and its file system."""
+    def guest_call(self, operation: str, token: str | None, vm_id: str, user: str | None, password: str | None,
+                   privilege: str | None = None) -> tuple[VM, GuestFS]:
+        """The checks of every guest operation, in a real vCenter's order; returns the VM and its file system.
+        `privilege` (Query, Modify, Execute) overrides what the operation needs (a REST download needs Modify)."""
         vm = self.inventory.by_id(vm_id) if isinstance(vm_id, str) else None
         self.begin(operation, vm.name if vm else None)
         if vm is not None and vm.latency_ms:
             time.sleep(vm.latency_ms / 1000)
-        self.session(token)
+        session = self.session(token)
         if vm is None:
             raise SimFault(
                 "ManagedObjectNotFound",
                 f"The object 'vim.VirtualMachine:{vm_id}' has already been deleted or has not been completely created",
                 obj={"_typeName": "ManagedObjectReference", "type": "VirtualMachine", "value": str(vm_id)},
             )
+        self.check_privilege(session.user, privilege or GUEST_PRIVILEGES.get(operation), vm)
         if vm.power_state != "poweredOn":
             raise SimFault(
                 "InvalidPowerState",
@@ -196,11 +269,44 @@ class Simulator:
             raise SimFault("InvalidGuestLogin", "Failed to authenticate with the guest operating system using the supplied credentials.")
         return vm, GuestFS(vm.dir, windows=vm.windows)
 
+    def check_privilege(self, user: str, privilege: str | None, vm: VM) -> None:
+        """NoPermission (REST: 403 UNAUTHORIZED) when the vCenter user lacks the privilege on the VM."""
+        if privilege and privilege in self.withheld.get(user, ()):
+            full = PRIVILEGE_PREFIX + privilege
+            ref = {"_typeName": "ManagedObjectReference", "type": "VirtualMachine", "value": vm.id}
+            raise SimFault("NoPermission", f"Permission to perform this operation was denied: {full} on {vm.name}",
+                           object=ref, privilegeId=full,
+                           missingPrivileges=[{"_typeName": "NoPermissionEntityPrivileges", "entity": ref,
+                                               "privilegeIds": [full]}])
+
     def set_power(self, vm: VM, state: str) -> None:
         vm.power_state = state
         if state != "poweredOn":
             self.transfers.abort_vm(vm.name)  # URLs die and in-flight transfers are cut on any power change
 
+    def migrate(self, vm: VM, host: Host) -> None:
+        """vMotion: the VM runs on `host` from now on; its transfer URLs die and transfers in flight are cut."""
+        vm.host = host.id
+        self.transfers.abort_vm(vm.name)
+
+    def host_of(self, vm: VM) -> Host:
+        return self.hosts.by_id(vm.host) or self.hosts.first
+
     def transfer_url(self, transfer_id: int, token: str) -> str:
+        """As vCenter gives it: the VM's host by its inventory name (with --hosts), else `*` (the server called,
+        as ESXi itself answers) or the --transfer-host name. The simulated hosts listen on our port, not 443."""
         scheme = "https" if self.settings.tls else "http"
-        return f"{scheme}://{self.settings.transfer_host}:{self.port}/guestFile?id={transfer_id}&token={token}"
+        if self.settings.hosts:
+            t = self.transfers.get(transfer_id)
+            vm = self.inventory.by_name(t.vm) if t is not None else None
+            host = self.host_of(vm).name if vm is not None else self.hosts.first.name
+            netloc = f"{host}:{self.port}"
+        elif self.settings.transfer_host == "*" and not self.settings.transfer_port:
+            netloc = "*"
+        else:
+            netloc = f"{self.settings.transfer_host}:{self.port}"
+        return f"{scheme}://{netloc}/guestFile?id={transfer_id}&token={token}"
+
+
+def _default_host_name(settings: Settings) -> str:
+    return settings.transfer_host if settings.transfer_host != "*" else "localhost"

@@ -74,6 +74,10 @@ class TransferRegistry:
             self._sweep()
             return t
 
+    def get(self, transfer_id: int) -> Transfer | None:
+        with self._lock:
+            return self._by_id.get(transfer_id)
+
     def _sweep(self) -> None:
         now = time.monotonic()
         for tid in [tid for tid, t in self._by_id.items() if not t.in_use and now - t.created > LIFETIME]:

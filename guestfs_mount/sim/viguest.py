@@ -56,12 +56,10 @@ def _list_files(h, sim, vm, fs, body):
     index = int(body.get("index") or 0)
     max_results = body.get("maxResults")
     max_results = 50 if max_results is None else int(max_results)
-    entries = fs.list_files(path, body.get("matchPattern"))
-    page = entries[index : index + max_results] if max_results > 0 else []
-    result = {
-        "_typeName": "GuestListFileInfo",
-        "remaining": max(0, len(entries) - index - len(page)),
-    }
+    listed = fs.list_page(path, body.get("matchPattern"), index, max_results,
+                          skip_unreadable=sim.settings.skip_unreadable)
+    page = listed.entries
+    result = {"_typeName": "GuestListFileInfo", "remaining": listed.remaining}
     if page:  # an unset array is omitted, as vCenter does
         result["files"] = [
             {

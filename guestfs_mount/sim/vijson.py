@@ -11,8 +11,9 @@ import threading
 from urllib.parse import unquote, urlsplit
 
 from .faults import SimFault
+from .hosts import Host, net_config
 from .inventory import VM
-from .state import Simulator, iso, release_ok
+from .state import VI_JSON_SINCE, Simulator, iso, release_ok
 from .viguest import GUEST_METHODS
 
 SESSION_HEADER = "vmware-api-session-id"
@@ -41,7 +42,7 @@ def service_content(sim: Simulator) -> dict:
         "sessionManager": moref("SessionManager", p.session_manager),
         "searchIndex": moref("SearchIndex", p.search_index),
         "guestOperationsManager": moref("GuestOperationsManager", p.guest_operations_manager),
-        "about": dict(p.about),
+        "about": p.about_of(sim.settings.vc_version),
     }
 
 
@@ -67,7 +68,8 @@ def user_session(s) -> dict:
 
 def handle(h, sim: Simulator) -> None:
     parts = [unquote(p) for p in urlsplit(h.path).path.split("/")[3:]]
-    if len(parts) != 4 or not release_ok(parts[0]):
+    if len(parts) != 4 or not release_ok(parts[0]) or not sim.has(VI_JSON_SINCE):
+        # (a vCenter before 8.0U1 has no VI/JSON endpoint at all)
         h.send_json(404, {"error": "unknown release or path"})
         return
     _, mo_type, mo_id, name = parts
@@ -93,8 +95,10 @@ def handle(h, sim: Simulator) -> None:
         return
     if result is None:
         h.send_empty(204)
-    else:
-        h.send_json(status, result)
+        return
+    # a session due a new id (/_sim/sessions/rotate) gets it with an answer that has a body, as govmomi reads it
+    rotated = sim.sessions.take_rotation(token) if token else None
+    h.send_json(status, result, {SESSION_HEADER: rotated} if rotated else None)
 
 
 # ---------------------------------------------------------------- properties
@@ -120,8 +124,8 @@ def get_property(sim: Simulator, mo_type: str, mo_id: str, name: str, token):
             return vm.name
         if name in ("runtime", "guest", "config"):
             return _vm_property(sim, vm, name)
-    if mo_type == "HostSystem" and mo_id == sim.product.host and name == "name":
-        return _host_name(sim)
+    if mo_type == "HostSystem" and name == "name":
+        return _host(sim, mo_id).name
     if mo_type == "Datacenter" and mo_id == sim.product.datacenter and name == "name":
         return sim.product.datacenter_name
     raise SimFault("InvalidProperty", f"no property {name} on {mo_type}:{mo_id}", name=name)
@@ -138,9 +142,12 @@ def _vm(sim: Simulator, vm_id: str) -> VM:
     return vm
 
 
-def _host_name(sim: Simulator) -> str:
-    host = sim.settings.transfer_host
-    return host if host != "*" else "localhost"
+def _host(sim: Simulator, host_id: str | None) -> Host:
+    host = sim.hosts.by_id(host_id)
+    if host is None:
+        raise SimFault("ManagedObjectNotFound", f"The object 'vim.HostSystem:{host_id}' has already been deleted",
+                       obj=moref("HostSystem", str(host_id)))
+    return host
 
 
 _MISSING = object()
@@ -151,7 +158,7 @@ def _vm_property(sim: Simulator, vm: VM, path: str):
     values = {
         "name": box("string", vm.name),
         "runtime.powerState": box("VirtualMachinePowerState", vm.power_state),
-        "runtime.host": moref("HostSystem", sim.product.host),
+        "runtime.host": moref("HostSystem", vm.host),
         "runtime.connectionState": box("VirtualMachineConnectionState", "connected"),
         "guest.guestFamily": box("string", vm.guest_family),
         "guest.guestOperationsReady": box("boolean", vm.guest_ops_ready),
@@ -165,7 +172,7 @@ def _vm_property(sim: Simulator, vm: VM, path: str):
     if path == "runtime":
         return {
             "_typeName": "VirtualMachineRuntimeInfo",
-            "host": moref("HostSystem", sim.product.host),
+            "host": moref("HostSystem", vm.host),
             "connectionState": "connected",
             "powerState": vm.power_state,
         }
@@ -182,15 +189,18 @@ def _vm_property(sim: Simulator, vm: VM, path: str):
     return values.get(path, _MISSING)
 
 
-def _host_property(sim: Simulator, path: str):
+def _host_property(sim: Simulator, host: Host, path: str):
     if path == "name":
-        return box("string", _host_name(sim))
-    pem = sim.settings.host_cert_pem
-    if path == "config.certificate" and pem:
+        return box("string", host.name)
+    if path == "runtime.connectionState":
+        return box("HostSystemConnectionState", "connected")
+    if path == "config.certificate" and host.cert_pem:
         # xsd:byte[] is an array of signed int8 (API.md §1.2 rule 6)
-        return box("ArrayOfByte", [b - 256 if b > 127 else b for b in pem.encode()])
-    if path == "summary.config.sslThumbprint" and sim.settings.host_thumbprint:
-        return box("string", sim.settings.host_thumbprint)
+        return box("ArrayOfByte", [b - 256 if b > 127 else b for b in host.cert_pem.encode()])
+    if path == "summary.config.sslThumbprint" and host.thumbprint:
+        return box("string", host.thumbprint)
+    if path == "config.virtualNicManagerInfo.netConfig":
+        return box("ArrayOfVirtualNicManagerNetConfig", net_config(host))
     return _MISSING
 
 
@@ -313,6 +323,8 @@ def _objects(sim: Simulator, ospec: dict) -> list[dict]:
         refs += _view_members(sim, obj.get("value"))
     if obj.get("type") == "VirtualMachine":
         _vm(sim, obj.get("value"))
+    if obj.get("type") == "HostSystem" and not ospec.get("skip"):
+        _host(sim, obj.get("value"))
     return refs
 
 
@@ -325,12 +337,13 @@ def _view_members(sim: Simulator, view_id) -> list[dict]:
     if "VirtualMachine" in types:
         refs += [moref("VirtualMachine", vm.id) for vm in sim.inventory.list()]
     if "HostSystem" in types:
-        refs.append(moref("HostSystem", sim.product.host))
+        refs += [moref("HostSystem", host.id) for host in sim.hosts.all]
     return refs
 
 
 _ALL_VM_PATHS = ["name", "runtime.powerState", "runtime.host", "guest.guestFamily", "guest.guestOperationsReady", "config.template"]
-_ALL_HOST_PATHS = ["name", "config.certificate", "summary.config.sslThumbprint"]
+_ALL_HOST_PATHS = ["name", "runtime.connectionState", "config.certificate", "summary.config.sslThumbprint",
+                   "config.virtualNicManagerInfo.netConfig"]
 
 
 def _object_content(sim: Simulator, ref: dict, pspec: dict) -> dict:
@@ -344,7 +357,7 @@ def _object_content(sim: Simulator, ref: dict, pspec: dict) -> dict:
         if kind == "VirtualMachine":
             val = _vm_property(sim, vm, path) if vm else _MISSING
         elif kind == "HostSystem":
-            val = _host_property(sim, path)
+            val = _host_property(sim, _host(sim, ref["value"]), path)
         elif kind == "Datacenter":
             val = _named_property(sim.product.datacenter_name, path)
         else:

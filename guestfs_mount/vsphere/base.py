@@ -1,11 +1,14 @@
-"""What both dialects share: the session token and its one-time re-login, per-VM flow control, transfer
-clients, and parsing of guest times. Each dialect subclasses `DialectClient`."""
+"""What both dialects share: the session token and its one-time re-login, per-VM flow control, ESXi host knowledge
+and transfer clients, paged listings, and parsing of guest times and records. Each dialect subclasses
+`DialectClient`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import httpx
 import trio
@@ -13,6 +16,8 @@ import trio
 from guestfs_mount.vsphere.faults import ProtocolError
 from guestfs_mount.vsphere.flow import GuestCallLimiter, with_retries
 from guestfs_mount.vsphere.guestfiles import ClientConfig, GuestFiles
+from guestfs_mount.vsphere.hosts import EsxiHosts, Route
+from guestfs_mount.vsphere.model import FileType, GuestFileInfo
 from guestfs_mount.vsphere.transfer import TransferClients
 
 log = logging.getLogger(__name__)
@@ -23,7 +28,8 @@ class DialectClient(GuestFiles):
     def __init__(self, config: ClientConfig, http: httpx.AsyncClient):
         self.config = config
         self.http = http
-        self.transfers = TransferClients(config)
+        self.hosts = EsxiHosts(config.url, config.transfer_host)  # the dialect gives it a reader when it can
+        self.transfers = TransferClients(config, on_refused=self.hosts.forget)
         self._token: str | None = None
         self._login_lock = trio.Lock()
         self._limit = GuestCallLimiter(config.max_guest_calls_per_vm)
@@ -53,6 +59,10 @@ class DialectClient(GuestFiles):
 
         return await with_retries(limited, self.config.retries, what)
 
+    async def route(self, vm: str, url: str) -> Route:
+        """Where a transfer URL of `vm` goes and which certificate it must present."""
+        return await self.hosts.route(vm, url)
+
     async def aclose(self) -> None:
         try:
             with trio.move_on_after(self.config.timeout):
@@ -81,9 +91,48 @@ def parse_time(value, what: str) -> float | None:
     return moment.timestamp()
 
 
-def format_time(seconds: float) -> str:
-    """POSIX seconds -> ISO-8601 UTC as vCenter takes it (guests keep whole seconds)."""
-    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def format_time(seconds: float, millis: bool = False) -> str:
+    """POSIX seconds -> ISO-8601 UTC as vCenter takes it (guests keep whole seconds); `millis`: vAPI's canonical
+    DateTime form (`...:00.000Z`) for REST."""
+    text = datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (".000Z" if millis else "Z")
+
+
+def as_link(info: GuestFileInfo) -> GuestFileInfo:
+    """The guest agent stats through a symlink: it reports the target's mode, owner and times (all zeros for a
+    dangling link). A link shows as links do: rwxrwxrwx, its size the length of its target."""
+    if info.type is not FileType.SYMLINK:
+        return info
+    return dataclasses.replace(info, permissions=0o777, size=len(os.fsencode(info.symlink_target or "")))
+
+
+# (entries of one page, positions left after it); `.` and `..` count as entries and are dropped here
+PageFetch = Callable[[int], Awaitable[tuple[list[GuestFileInfo], int]]]
+
+
+async def paged_listing(fetch: PageFetch, page_size: int, what: str) -> AsyncIterator[GuestFileInfo]:
+    """Every entry of a listing fetched page by page (`fetch(index)`), each name once.
+
+    The guest agent (open-vm-tools vixTools.c) leaves out an entry whose size it cannot read but still counts it,
+    so a page can hold fewer entries than asked while more remain: the next index, taken from the entries we got,
+    then repeats some (dropped here by name), and a page whose entries were all left out moves on by a whole page
+    instead of ending the listing."""
+    index, seen, stalled = 0, set(), None
+    while True:
+        entries, remaining = await fetch(index)
+        for info in entries:
+            if info.name not in (".", "..") and info.name not in seen:
+                seen.add(info.name)
+                yield info
+        if remaining <= 0:
+            return
+        if entries:
+            stalled = None
+        elif stalled is not None and remaining >= stalled:
+            raise ProtocolError(f"listing of {what} does not advance: empty pages with {remaining} entries left")
+        else:
+            stalled = remaining
+        index += len(entries) or page_size
 
 
 def basename(path: str) -> str:

@@ -6,39 +6,24 @@ import contextlib
 import logging
 from typing import AsyncIterator
 
-import httpx
-
 from guestfs_mount.vsphere.guestfiles import ClientConfig, GuestFiles
-from guestfs_mount.vsphere.http import connection_error, make_api_client
+from guestfs_mount.vsphere.http import make_api_client
 from guestfs_mount.vsphere.rest import RestClient
-from guestfs_mount.vsphere.vijson import RELEASE, ViJsonClient
+from guestfs_mount.vsphere.vijson import ViJsonClient, speaks_vi_json
 
 log = logging.getLogger(__name__)
-
-
-async def speaks_vi_json(http: httpx.AsyncClient) -> bool:
-    """VI/JSON exists when ServiceInstance content answers with a ServiceContent (vCenter 8.0U1+)."""
-    try:
-        response = await http.get(f"/sdk/vim25/{RELEASE}/ServiceInstance/ServiceInstance/content")
-    except httpx.HTTPError as e:
-        raise connection_error(e, "contacting vCenter") from None
-    if response.status_code != 200:
-        return False
-    try:
-        return response.json().get("_typeName") == "ServiceContent"
-    except (ValueError, AttributeError):
-        return False
 
 
 @contextlib.asynccontextmanager
 async def connect(config: ClientConfig) -> AsyncIterator[GuestFiles]:
     http = make_api_client(config)
     try:
-        api = config.api
+        api, vi_json = config.api, None
         if api == "auto":
-            api = "vi-json" if await speaks_vi_json(http) else "rest"
+            vi_json = await speaks_vi_json(http)
+            api = "vi-json" if vi_json else "rest"
             log.info("vCenter %s: using the %s API", config.url, api)
-        client = ViJsonClient(config, http) if api == "vi-json" else RestClient(config, http)
+        client = ViJsonClient(config, http) if api == "vi-json" else RestClient(config, http, vi_json=vi_json)
         await client.start()
     except BaseException:
         await http.aclose()

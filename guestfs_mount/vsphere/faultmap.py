@@ -135,12 +135,25 @@ def _message(body: dict) -> str:
     return text if isinstance(text, str) else ""
 
 
+def missing_privileges(body: dict) -> list[str]:
+    """The privileges a NoPermission fault names (`privilegeId`, and `missingPrivileges` since 7.0)."""
+    names = [body["privilegeId"]] if isinstance(body.get("privilegeId"), str) else []
+    for entry in body.get("missingPrivileges") or []:
+        for p in (entry.get("privilegeIds") or []) if isinstance(entry, dict) else []:
+            if isinstance(p, str) and p not in names:
+                names.append(p)
+    return names
+
+
 def vi_fault_error(body: Any, *, path: str | None = None, vm: str | None = None) -> VSphereError:
     """A VI/JSON fault object -> exception. `body` has been checked to be a dict with a string `_typeName`."""
     name = body["_typeName"]
     lineage = vi_lineage(name)
     errno = next((VI_ERRNO[c] for c in lineage if c in VI_ERRNO), E.EIO)
     detail = _message(body)
+    privileges = missing_privileges(body) if name == "NoPermission" else []
+    if privileges:
+        detail = f"{detail.rstrip('.')}; the vCenter user lacks {', '.join(privileges)} on this VM".lstrip("; ")
     where = f" ({path})" if path else ""
     message = f"{name}{where}: {detail}" if detail else f"{name}{where}"
     if name == "InvalidLogin":

@@ -9,7 +9,9 @@
     ├── TransferError             a GET/PUT of a transfer URL failed or was cut short (EIO unless more precise)
     ├── ProtocolError             the server answered something that makes no sense: HTML, truncated or wrongly
     │                              typed JSON, a body longer or shorter than announced (EIO, details in the message)
-    └── ConnectionFailed          vCenter unreachable or timing out (ENOTCONN, or ETIMEDOUT for a timeout)
+    ├── ConnectionFailed          vCenter unreachable or timing out (ENOTCONN, or ETIMEDOUT for a timeout)
+    └── UnsupportedVCenter        this vCenter (its version) or this setup cannot work with the chosen dialect; the
+                                   message says what to use instead (EOPNOTSUPP)
 
 Messages never contain passwords, session tokens or transfer-URL tokens.
 """
@@ -66,3 +68,7 @@ class ProtocolError(VSphereError):
 
 class ConnectionFailed(VSphereError):
     errno = _errno.ENOTCONN
+
+
+class UnsupportedVCenter(VSphereError):
+    errno = _errno.EOPNOTSUPP

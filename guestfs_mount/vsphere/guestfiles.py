@@ -33,6 +33,10 @@ class ClientConfig:
     max_guest_calls_per_vm: int = 4  # concurrent guest operations per VM (guest logins are expensive)
     retries: int = 5  # for TaskInProgress, TooManyGuestLogons, GuestOperationsUnavailable
     list_page_size: int = 500  # entries per ListFilesInGuest / files?action=list call
+    # where transfers go when a URL names an ESXi host: its one management IP when the dialect can learn it (else
+    # its name), the name as given, or vCenter's own address (an SNI-routing proxy); the pin stays on the host
+    transfer_host: Literal["management-ip", "name", "vcenter"] = "management-ip"
+    vm_names: tuple[str, ...] = ()  # the VMs the caller wants (--vm): inventories that refuse large lists ask by name
 
 
 class ReadTransfer(abc.ABC):

@@ -52,7 +52,7 @@ def make_api_client(config: ClientConfig) -> httpx.AsyncClient:
     )
 
 
-def _root_cause(e: BaseException) -> BaseException:
+def root_cause(e: BaseException) -> BaseException:
     seen = 0
     while (e.__cause__ or e.__context__) is not None and seen < 10:
         e = e.__cause__ or e.__context__
@@ -60,17 +60,13 @@ def _root_cause(e: BaseException) -> BaseException:
     return e
 
 
-def connection_error(e: httpx.HTTPError, what: str, pinned: bool = False) -> ConnectionFailed:
+def connection_error(e: httpx.HTTPError, what: str) -> ConnectionFailed:
     """A transport failure as the one exception callers see, with its real cause (a certificate that is not
-    trusted, a refused connection...); the URL (and its query) is never in the text. `pinned`: the peer had to
-    present one certificate (an ESXi host's, as vCenter reports it), so ca_file is no remedy."""
+    trusted, a refused connection...); the URL (and its query) is never in the text."""
     if isinstance(e, httpx.TimeoutException):
         return ConnectionFailed(f"{what}: timed out ({type(e).__name__})", errno=errno.ETIMEDOUT)
-    root = _root_cause(e)
-    if isinstance(root, ssl.SSLCertVerificationError) and pinned:
-        reason = ("the ESXi host's TLS certificate is not the one vCenter reports for that host: refused "
-                  "(its certificate was renewed since vCenter read it, or something is in between)")
-    elif isinstance(root, ssl.SSLCertVerificationError):
+    root = root_cause(e)
+    if isinstance(root, ssl.SSLCertVerificationError):
         reason = (f"TLS certificate not trusted ({root.verify_message}); "
                   "set ca_file to the CA that signed it (or insecure = true, for a lab only)")
     else:

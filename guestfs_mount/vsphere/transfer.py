@@ -2,28 +2,30 @@
 
 A URL is used once: a GET that fails (before its first byte or cut midway), or a PUT that fails, asks the caller
 for a new URL (a new initiate) once, never re-sends to the spent one; a GET renewed midway skips the bytes already
-delivered (transfer URLs have no Range). Each transfer uses a fresh connection (`Connection:
-close`, as govmomi does: ESXi does not like kept-alive transfer sockets). TLS: the ESXi certificate from the
-inventory is pinned when known (it is usually self-signed and the host name was rewritten), else the normal
-verification of the API connection applies.
+delivered (transfer URLs have no Range). Each transfer uses a fresh connection (`Connection: close`, as govmomi
+does: ESXi does not like kept-alive transfer sockets). Where each goes and what it trusts is a `hosts.Route`: a
+pinned route accepts exactly the certificate vCenter reports for the host (its SHA-256, checked right after the
+TLS handshake and before any HTTP byte is sent; dates are not checked), any other is verified like the API
+connection. GETs ask for `Accept-Encoding: identity`; a gzip or deflate body that comes anyway is decoded, any
+other encoding refused.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import os
+import socket
 import ssl
-from typing import AsyncIterator, Awaitable, BinaryIO, Callable
-from urllib.parse import urlsplit, urlunsplit
+from typing import AsyncIterator, Awaitable, Callable
 
 import httpcore
 import httpx
 import trio
 
-from guestfs_mount.vsphere.faults import ProtocolError, TransferError, VSphereError
+from guestfs_mount.vsphere.faults import ConnectionFailed, ProtocolError, TransferError, VSphereError
 from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
-from guestfs_mount.vsphere.http import USER_AGENT, connection_error, timeouts, tls_verify
+from guestfs_mount.vsphere.hosts import Route, fingerprint
+from guestfs_mount.vsphere.http import USER_AGENT, connection_error, root_cause, timeouts, tls_verify
 from guestfs_mount.vsphere.model import GuestFileInfo
 
 log = logging.getLogger(__name__)
@@ -34,63 +36,130 @@ CHUNK = 4 << 20  # bytes read from a local file per PUT chunk (each read is a ho
 # on the benchmark machine; 1 MiB reads gave 1.2 GiB/s (docs/performance.md). A class attribute: it applies to
 # every HTTP/1.1 connection of the process, which are all ours.
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
-NewURL = Callable[[], Awaitable[str]]
-
-
-def resolve_host(url: str, api_url: str) -> str:
-    """A transfer URL with `*` as host points at the server the API call went to (keep the URL's port)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ProtocolError(f"vCenter returned a transfer URL that is not http(s): {parts.scheme or 'no scheme'}")
-    if parts.hostname != "*":
-        return url
-    host = urlsplit(api_url).hostname or "localhost"
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def pinned_context(pem: str) -> ssl.SSLContext:
-    """Trust exactly this certificate: the transfer URL's host name is rewritten, so the name is not checked,
-    but the peer must present this certificate (partial chain: the leaf itself is the trust anchor)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    context.load_verify_locations(cadata=pem)
-    return context
+NewRoute = Callable[[], Awaitable[Route]]
+DECODED_ENCODINGS = ("gzip", "deflate")  # what httpx decodes without extra packages
+LIMITS = httpx.Limits(max_keepalive_connections=0)
 
 
 def _describe(url: str) -> str:
     """A transfer URL fit for a log line or an error: no token."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(query="token=***"))
+    parts = httpx.URL(url)
+    return str(parts.copy_with(query=b"token=***"))
 
 
-class _PinnedClient(httpx.AsyncClient):
-    """A transfer client that trusts one host certificate only: its TLS failures are pinning refusals."""
+# ------------------------------------------------------------------------------------------- pinning
+class CertificateMismatch(httpcore.ConnectError):
+    """The peer's certificate is not the pinned one."""
+
+    def __init__(self, address: str, got: str, want: str):
+        super().__init__(f"the ESXi host's TLS certificate is not the one vCenter reports for that host: "
+                         f"{address} presented SHA-256 {got}, vCenter reports {want}; refused (the host's "
+                         f"certificate was renewed since vCenter read it, or something is in between)")
+
+
+class _PinCheckingStream(httpcore.AsyncNetworkStream):
+    def __init__(self, stream: httpcore.AsyncNetworkStream, pin: str, address: str):
+        self._stream, self._pin, self._address = stream, pin, address
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        der = tls.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        got = fingerprint(der) if der else "(none)"
+        if got != self._pin:
+            await tls.aclose()
+            raise CertificateMismatch(self._address, got, self._pin)
+        return tls
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
+class _PinningBackend(httpcore.AsyncNetworkBackend):
+    """trio's network backend, with every TLS handshake checked against one certificate fingerprint."""
+
+    def __init__(self, pin: str):
+        self._pin = pin
+        self._inner = httpcore.TrioBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options=None) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _PinCheckingStream(stream, self._pin, f"{host}:{port}")
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):
+        return await self._inner.connect_unix_socket(path, timeout, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """Accepts exactly one certificate, by the SHA-256 of its DER form, as govmomi's thumbprint check does: the
+    handshake verifies neither chain, name nor dates (an expired or self-signed lab certificate works), the
+    fingerprint comparison decides. Python's ssl has no verify callback, hence the check in the network backend."""
+
+    def __init__(self, pin: str):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        super().__init__(verify=context, limits=LIMITS)
+        # httpx's transport takes no network backend: its pool (never opened) is replaced by one that checks
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=context, max_connections=LIMITS.max_connections,
+            max_keepalive_connections=LIMITS.max_keepalive_connections, keepalive_expiry=LIMITS.keepalive_expiry,
+            network_backend=_PinningBackend(pin))
 
 
 class TransferClients:
-    """httpx clients for transfers: one per pinned certificate (or none), no kept-alive connections."""
+    """httpx clients for transfers: one per pinned fingerprint, one verifying like the API connection; no
+    kept-alive connections. `on_refused(host_id)` hears of a refused certificate."""
 
-    def __init__(self, config: ClientConfig):
+    def __init__(self, config: ClientConfig, on_refused: Callable[[str | None], None] | None = None):
         self._config = config
         self._default_verify = tls_verify(config) if not config.insecure else False
         self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._on_refused = on_refused
         self.get(None)  # made now: loading the CA store takes tens of ms, which the first read would wait for
 
-    def get(self, pin_pem: str | None) -> httpx.AsyncClient:
-        key = None if self._config.insecure else pin_pem
+    def get(self, pin: str | None) -> httpx.AsyncClient:
+        key = None if self._config.insecure else pin
         if key not in self._clients:
-            verify = pinned_context(key) if key else self._default_verify
-            self._clients[key] = (_PinnedClient if key else httpx.AsyncClient)(
-                verify=verify,
+            kwargs = {"transport": PinnedTransport(key)} if key else {"verify": self._default_verify, "limits": LIMITS}
+            self._clients[key] = httpx.AsyncClient(
                 timeout=timeouts(self._config),
-                headers={"User-Agent": USER_AGENT, "Connection": "close"},
-                limits=httpx.Limits(max_keepalive_connections=0),
+                headers={"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "identity"},
+                **kwargs,
             )
         return self._clients[key]
+
+    def request(self, route: Route, method: str, **kwargs) -> tuple[httpx.AsyncClient, httpx.Request]:
+        client = self.get(route.pin)
+        extensions = {"sni_hostname": route.sni} if route.sni else {}
+        return client, client.build_request(method, route.url, extensions=extensions, **kwargs)
+
+    def failure(self, e: httpx.HTTPError, what: str, route: Route) -> ConnectionFailed:
+        """A transport failure of a transfer, naming the ESXi host and the address used."""
+        root = root_cause(e)
+        if isinstance(root, CertificateMismatch):
+            if self._on_refused is not None:
+                self._on_refused(route.host_id)
+            return ConnectionFailed(f"{what}: ESXi host {route.host}: {root}")
+        error = connection_error(e, f"{what}: ESXi host {route.host} at {route.address}")
+        if isinstance(root, socket.gaierror):
+            error = ConnectionFailed(f"{error}; the name does not resolve from here: transfer_host = "
+                                     f"\"management-ip\" (the default) goes to the host's management address",
+                                     errno=error.errno)
+        return error
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -98,14 +167,15 @@ class TransferClients:
         self._clients.clear()
 
 
+# ------------------------------------------------------------------------------------------- GET
 class HttpReadTransfer(ReadTransfer):
-    """A download: `url` from the initiate call, `new_url()` for one more try when the GET fails at once."""
+    """A download: `route` from the initiate call, `new_route()` for one more try when the GET fails."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str, new_url: NewURL, size: int | None,
+    def __init__(self, clients: TransferClients, route: Route, new_route: NewRoute, size: int | None,
                  info: GuestFileInfo | None, what: str):
-        self._client = client
-        self._url = url
-        self._new_url = new_url
+        self._clients = clients
+        self._route = route
+        self._new_route = new_route
         self.size = size
         self.info = info
         self._what = what
@@ -118,23 +188,34 @@ class HttpReadTransfer(ReadTransfer):
             raise error
         self._renewed = True
         log.info("%s; asking for a new transfer URL", error)
-        self._url = await self._new_url()
+        self._route = await self._new_route()
 
     async def _open(self) -> httpx.Response:
         while True:
+            client, request = self._clients.request(self._route, "GET")
             try:
-                request = self._client.build_request("GET", self._url)
-                response = await self._client.send(request, stream=True)
+                response = await client.send(request, stream=True)
             except httpx.HTTPError as e:
-                error: VSphereError = connection_error(e, f"download of {self._what}",
-                                                       pinned=isinstance(self._client, _PinnedClient))
+                error: VSphereError = self._clients.failure(e, f"download of {self._what}", self._route)
             else:
                 if response.status_code == 200:
                     return response
                 await response.aclose()
                 error = TransferError(f"download of {self._what}: HTTP {response.status_code} from "
-                                      f"{_describe(self._url)}")
+                                      f"{_describe(self._route.url)}")
             await self._renew(error)
+
+    def _body(self, response: httpx.Response) -> tuple[AsyncIterator[bytes], int | None]:
+        """The body's bytes as they arrive, decoded when the host compressed them anyway, and the length the
+        headers announce for the decoded file (None when compressed: Content-Length then counts gzip bytes)."""
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            length = response.headers.get("content-length")
+            return response.aiter_raw(), int(length) if length is not None and length.isdigit() else None
+        if encoding in DECODED_ENCODINGS:
+            return response.aiter_bytes(), None
+        raise TransferError(f"download of {self._what}: the host sent it with Content-Encoding {encoding!r}, which "
+                            f"this client cannot decode (it asks for identity)")
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self._used:
@@ -144,8 +225,7 @@ class HttpReadTransfer(ReadTransfer):
         while True:
             response = self._response = await self._open()
             try:
-                length = response.headers.get("content-length")
-                announced = int(length) if length is not None and length.isdigit() else None
+                body, announced = self._body(response)
                 if self.size is None:
                     self.size = announced
                 elif announced is not None and announced != self.size:
@@ -153,7 +233,7 @@ class HttpReadTransfer(ReadTransfer):
                                         f"{self.size}")
                 # a URL that died midway (an ESXi hiccup, a cut connection) is renewed: the new GET starts at 0
                 skip = got
-                async for chunk in response.aiter_raw():  # as they arrive: the first bytes do not wait for a MiB
+                async for chunk in body:  # as they arrive: the first bytes do not wait for a MiB
                     if skip:
                         if len(chunk) <= skip:
                             skip -= len(chunk)
@@ -163,10 +243,14 @@ class HttpReadTransfer(ReadTransfer):
                     if self.size is not None and got > self.size:
                         raise ProtocolError(f"download of {self._what}: more bytes than the {self.size} announced")
                     yield chunk
-                if self.size is None or got == self.size:
+                if self.size is None:
+                    self.size = got  # a compressed body of unknown length: complete when the stream ended cleanly
+                if got == self.size:
                     return
                 error: VSphereError = TransferError(
                     f"download of {self._what}: cut short at {got} of {self.size} bytes")
+            except httpx.DecodingError as e:
+                error = TransferError(f"download of {self._what}: the compressed body is damaged ({e})")
             except httpx.HTTPError as e:
                 # a body that stopped for longer than the timeout is ETIMEDOUT, as the docs promise; a cut is EIO
                 error = TransferError(f"download of {self._what}: {connection_error(e, 'connection')}",
@@ -180,7 +264,8 @@ class HttpReadTransfer(ReadTransfer):
             await self._response.aclose()
 
 
-async def _file_chunks(source: str | os.PathLike | BinaryIO, size: int, progress, what: str):
+# ------------------------------------------------------------------------------------------- PUT
+async def _file_chunks(source, size: int, progress, what: str):
     """Exactly `size` bytes of `source`, read off the trio thread; a shorter source is an error, not a short PUT."""
     own = not hasattr(source, "read")
     f = open(source, "rb") if own else source
@@ -202,23 +287,25 @@ async def _file_chunks(source: str | os.PathLike | BinaryIO, size: int, progress
             f.close()
 
 
-async def put_file(client: httpx.AsyncClient, url: str, new_url: NewURL, source, size: int, progress,
+async def put_file(clients: TransferClients, route: Route, new_route: NewRoute, source, size: int, progress,
                    what: str) -> None:
     """PUT `size` bytes with that exact Content-Length (never chunked); one new URL and one more try on failure."""
     for attempt in (0, 1):
         headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+        client, request = clients.request(route, "PUT", content=_file_chunks(source, size, progress, what),
+                                          headers=headers)
         try:
-            response = await client.put(url, content=_file_chunks(source, size, progress, what), headers=headers)
+            response = await client.send(request)
         except httpx.HTTPError as e:
-            cause = connection_error(e, "connection", pinned=isinstance(client, _PinnedClient))
+            cause = clients.failure(e, "connection", route)
             error: VSphereError = TransferError(f"upload of {what}: {cause}",
                                                 errno=errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else None)
         else:
             if response.status_code in (200, 201, 204):
                 return
-            error = TransferError(f"upload of {what}: HTTP {response.status_code} from {_describe(url)}")
+            error = TransferError(f"upload of {what}: HTTP {response.status_code} from {_describe(route.url)}")
         if attempt == 0:
             log.info("%s; asking for a new transfer URL", error)
-            url = await new_url()
+            route = await new_route()
             continue
         raise error

@@ -1,31 +1,44 @@
 """The VI/JSON dialect (`/sdk/vim25/{release}/...`, vCenter 8.0U1+): GuestFileManager methods, one paged
-ListFilesInGuest per directory with every attribute, FileTransferInformation on reads, ESXi certificate pinning
-for transfer URLs (API.md §1)."""
+ListFilesInGuest per directory with every attribute, FileTransferInformation on reads, and the PropertyCollector
+reads that tell `hosts.EsxiHosts` where a VM runs and which certificate its host has (API.md §1)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import httpx
 
-from guestfs_mount.vsphere.base import DialectClient, basename, format_time, parse_time
+from guestfs_mount.vsphere.base import DialectClient, as_link, basename, format_time, paged_listing, parse_time
 from guestfs_mount.vsphere.faultmap import vi_fault_error
-from guestfs_mount.vsphere.faults import GuestFileError, ProtocolError
+from guestfs_mount.vsphere.faults import GuestFileError, ProtocolError, UnsupportedVCenter
 from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
-from guestfs_mount.vsphere.http import decode_json, expect, field, send
+from guestfs_mount.vsphere.http import connection_error, decode_json, expect, field, send
 from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestCredentials, GuestFileInfo, VMInfo
-from guestfs_mount.vsphere.transfer import HttpReadTransfer, put_file, resolve_host
+from guestfs_mount.vsphere.transfer import HttpReadTransfer, put_file
 
 log = logging.getLogger(__name__)
 
 RELEASE = "8.0.1.0"  # the oldest release with VI/JSON; every later vCenter accepts it
+SESSION_HEADER = "vmware-api-session-id"
 VM_PROPERTIES = ["name", "runtime.powerState", "runtime.host", "guest.guestFamily", "guest.guestOperationsReady",
                  "config.template"]
 FILE_TYPES = {"file": FileType.FILE, "directory": FileType.DIRECTORY, "symlink": FileType.SYMLINK}
+
+
+async def speaks_vi_json(http: httpx.AsyncClient) -> bool:
+    """VI/JSON exists when ServiceInstance content answers with a ServiceContent (vCenter 8.0U1+)."""
+    try:
+        response = await http.get(f"/sdk/vim25/{RELEASE}/ServiceInstance/ServiceInstance/content")
+    except httpx.HTTPError as e:
+        raise connection_error(e, "contacting vCenter") from None
+    if response.status_code != 200:
+        return False
+    try:
+        return response.json().get("_typeName") == "ServiceContent"
+    except (ValueError, AttributeError):
+        return False
 
 
 def moref(mo_type: str, value: str) -> dict:
@@ -43,18 +56,6 @@ def unbox(value: Any) -> Any:
     return value
 
 
-def certificate_pem(value: Any) -> str | None:
-    """HostConfigInfo.certificate: PEM bytes as signed int8 array (or base64 text) -> PEM string."""
-    if isinstance(value, list) and all(isinstance(b, int) for b in value):
-        return bytes(b & 0xFF for b in value).decode("ascii", "replace")
-    if isinstance(value, str):
-        try:
-            return base64.b64decode(value, validate=True).decode("ascii", "replace")
-        except binascii.Error:
-            return None
-    return None
-
-
 class ViJsonClient(DialectClient):
     dialect = "vi-json"
 
@@ -63,9 +64,8 @@ class ViJsonClient(DialectClient):
         self.base = f"/sdk/vim25/{release}"
         self._content: dict = {}
         self._file_manager = ""
-        self._vm_host: dict[str, str | None] = {}
         self._vm_windows: dict[str, bool] = {}
-        self._host_pem: dict[str, str | None] = {}
+        self.hosts.reader = self.read_properties
 
     # ------------------------------------------------------------------------------------- plumbing
     async def _request(self, http_method: str, mo_type: str, mo_id: str, name: str, body: dict | None = None, *,
@@ -79,6 +79,7 @@ class ViJsonClient(DialectClient):
             if response.status_code == 204:
                 return None
             if response.status_code == 200:
+                self._adopt_session(response)
                 return unbox(decode_json(response, name))
             payload = decode_json(response, name) if response.status_code == 500 else None
             if isinstance(payload, dict) and isinstance(payload.get("_typeName"), str):
@@ -104,8 +105,14 @@ class ViJsonClient(DialectClient):
 
     # ------------------------------------------------------------------------------------- session
     async def start(self) -> None:
-        content = await self._request("GET", "ServiceInstance", "ServiceInstance", "content", session=False)
-        self._content = expect(content, dict, "ServiceContent")
+        response = await send(self.http, "GET", f"{self.base}/ServiceInstance/ServiceInstance/content",
+                              "RetrieveServiceContent")
+        if response.status_code == 404:
+            raise UnsupportedVCenter('this vCenter has no VI/JSON API (vCenter 8.0U1 and later have it): use '
+                                     'api = "rest" (vCenter 7.0U2 and later) or api = "auto"')
+        if response.status_code != 200:
+            raise ProtocolError(f"RetrieveServiceContent: unexpected HTTP {response.status_code} from vCenter")
+        self._content = expect(unbox(decode_json(response, "ServiceContent")), dict, "ServiceContent")
         await self.login()
         manager = self._mo("guestOperationsManager")
         fm = await self._request("GET", "GuestOperationsManager", manager, "fileManager")
@@ -123,10 +130,18 @@ class ViJsonClient(DialectClient):
             if isinstance(payload, dict) and isinstance(payload.get("_typeName"), str):
                 raise vi_fault_error(payload)
             raise ProtocolError(f"Login: unexpected HTTP {response.status_code} from vCenter")
-        token = response.headers.get("vmware-api-session-id")
+        token = response.headers.get(SESSION_HEADER)
         if not token:
             raise ProtocolError("Login: vCenter answered without a vmware-api-session-id header")
         self._token = token
+
+    def _adopt_session(self, response: httpx.Response) -> None:
+        """vCenter may hand out a new session id with any answer; it is the one to send from then on (govmomi's
+        JSON client does the same)."""
+        token = response.headers.get(SESSION_HEADER)
+        if token and self._token and token != self._token:
+            log.info("vCenter gave a new session id; using it")
+            self._token = token
 
     async def logout(self) -> None:
         await self._invoke("SessionManager", self._mo("sessionManager"), "Logout")
@@ -172,6 +187,7 @@ class ViJsonClient(DialectClient):
             if props.get("config.template") is True:
                 continue  # templates cannot run guest operations
             host = props.get("runtime.host")
+            self.hosts.note_vm_host(vm_id, host.get("value") if isinstance(host, dict) else None)
             info = VMInfo(
                 id=vm_id,
                 name=expect(props.get("name"), str, f"name of {vm_id}"),
@@ -180,35 +196,24 @@ class ViJsonClient(DialectClient):
                 tools_ready=props.get("guest.guestOperationsReady") is True,
                 host=host.get("value") if isinstance(host, dict) else None,
             )
-            self._vm_host[vm_id] = info.host
             self._vm_windows[vm_id] = info.is_windows
             vms.append(info)
         return vms
 
-    async def _pin_for(self, vm: str) -> str | None:
-        """The ESXi certificate (PEM) of the VM's host, read once per host; None when not available."""
-        if vm not in self._vm_host:
-            await self.list_vms()
-        host = self._vm_host.get(vm)
-        if host is None:
-            return None
-        if host not in self._host_pem:
-            pem = None
-            try:
-                objects = await self._retrieve({
-                    "_typeName": "PropertyFilterSpec",
-                    "propSet": [{"_typeName": "PropertySpec", "type": "HostSystem", "pathSet": ["config.certificate"]}],
-                    "objectSet": [{"_typeName": "ObjectSpec", "obj": moref("HostSystem", host)}],
-                })
-                for obj in objects:
-                    for prop in obj.get("propSet") or []:
-                        if isinstance(prop, dict) and prop.get("name") == "config.certificate":
-                            pem = certificate_pem(prop.get("val"))
-            except Exception as e:
-                log.warning("cannot read the certificate of host %s (%s); transfers use normal TLS verification",
-                            host, e)
-            self._host_pem[host] = pem
-        return self._host_pem[host]
+    async def read_properties(self, mo_type: str, mo_id: str, paths: Sequence[str]) -> dict[str, Any]:
+        """Some properties of one managed object (the `hosts.PropertyReader` of this dialect); unset ones are
+        absent."""
+        objects = await self._retrieve({
+            "_typeName": "PropertyFilterSpec",
+            "propSet": [{"_typeName": "PropertySpec", "type": mo_type, "all": False, "pathSet": list(paths)}],
+            "objectSet": [{"_typeName": "ObjectSpec", "obj": moref(mo_type, mo_id), "skip": False}],
+        })
+        props: dict[str, Any] = {}
+        for obj in objects:
+            for prop in field(obj, "propSet", list, "ObjectContent", default=[]):
+                if isinstance(prop, dict) and isinstance(prop.get("name"), str):
+                    props[prop["name"]] = prop.get("val")
+        return props
 
     # ------------------------------------------------------------------------------------- files
     def _info(self, entry: Any, name: str | None = None) -> GuestFileInfo:
@@ -231,24 +236,21 @@ class ViJsonClient(DialectClient):
             symlink_target=field(attrs, "symlinkTarget", str, what, default=None),
         )
 
-    async def list_dir(self, vm: str, creds: GuestCredentials, path: str) -> AsyncIterator[GuestFileInfo]:
-        index = 0
-        while True:
-            page = await self._guest("ListFilesInGuest", vm, creds, path, filePath=path, index=index,
-                                     maxResults=self.config.list_page_size)
-            files = field(page, "files", list, "GuestListFileInfo", default=[])
-            remaining = field(page, "remaining", int, "GuestListFileInfo", default=0)
+    def _record(self, entry: Any, name: str | None = None) -> GuestFileInfo:
+        return as_link(self._info(entry, name))
+
+    def list_dir(self, vm: str, creds: GuestCredentials, path: str) -> AsyncIterator[GuestFileInfo]:
+        async def page(index: int) -> tuple[list[GuestFileInfo], int]:
+            got = await self._guest("ListFilesInGuest", vm, creds, path, filePath=path, index=index,
+                                    maxResults=self.config.list_page_size)
+            files = field(got, "files", list, "GuestListFileInfo", default=[])
             # a non-directory path lists as itself, one entry with the full path (the guest agent's answer)
             if index == 0 and len(files) == 1 and files[0].get("path") == path and files[0].get("type") != "directory":
                 raise GuestFileError(f"NotADirectory ({path})", errno=errno.ENOTDIR, fault="NotADirectory",
                                      path=path, vm=vm)
-            for entry in files:
-                info = self._info(entry)
-                if info.name not in (".", ".."):
-                    yield info
-            index += len(files)
-            if remaining <= 0 or not files:
-                return
+            return [self._record(e) for e in files], field(got, "remaining", int, "GuestListFileInfo", default=0)
+
+        return paged_listing(page, self.config.list_page_size, f"{path} on {vm}")
 
     async def stat(self, vm: str, creds: GuestCredentials, path: str) -> GuestFileInfo:
         # a directory lists "." (itself) first; anything else comes back as the one entry
@@ -256,7 +258,7 @@ class ViJsonClient(DialectClient):
         files = field(page, "files", list, "GuestListFileInfo", default=[])
         if not files:
             raise ProtocolError(f"ListFilesInGuest of {path} returned no entry")
-        return self._info(files[0], name=basename(path))
+        return self._record(files[0], name=basename(path))
 
     async def _initiate_read(self, vm: str, creds: GuestCredentials, path: str) -> dict:
         info = await self._guest("InitiateFileTransferFromGuest", vm, creds, path, guestFilePath=path)
@@ -264,17 +266,16 @@ class ViJsonClient(DialectClient):
 
     async def open_read(self, vm: str, creds: GuestCredentials, path: str) -> ReadTransfer:
         fti = await self._initiate_read(vm, creds, path)
-        url = resolve_host(field(fti, "url", str, "FileTransferInformation"), self.config.url)
+        route = await self.route(vm, field(fti, "url", str, "FileTransferInformation"))
         size = field(fti, "size", int, "FileTransferInformation")
         attrs = field(fti, "attributes", dict, "FileTransferInformation", default={})
         info = self._info({"path": path, "type": "file", "size": size, "attributes": attrs}, name=basename(path))
 
-        async def new_url() -> str:
+        async def new_route():
             again = await self._initiate_read(vm, creds, path)
-            return resolve_host(field(again, "url", str, "FileTransferInformation"), self.config.url)
+            return await self.route(vm, field(again, "url", str, "FileTransferInformation"))
 
-        client = self.transfers.get(await self._pin_for(vm) if url.startswith("https:") else None)
-        return HttpReadTransfer(client, url, new_url, size, info, f"{path} on {vm}")
+        return HttpReadTransfer(self.transfers, route, new_route, size, info, f"{path} on {vm}")
 
     def _attributes(self, vm: str, attrs: FileAttributes | None) -> dict:
         if self._vm_windows.get(vm):
@@ -293,14 +294,13 @@ class ViJsonClient(DialectClient):
         return out
 
     async def upload(self, vm, creds, path, source, size, attrs=None, overwrite=True, progress=None) -> None:
-        async def new_url() -> str:
+        async def new_route():
             url = await self._guest("InitiateFileTransferToGuest", vm, creds, path, guestFilePath=path,
                                     fileAttributes=self._attributes(vm, attrs), fileSize=size, overwrite=overwrite)
-            return resolve_host(expect(url, str, "InitiateFileTransferToGuest result"), self.config.url)
+            return await self.route(vm, expect(url, str, "InitiateFileTransferToGuest result"))
 
-        url = await new_url()
-        client = self.transfers.get(await self._pin_for(vm) if url.startswith("https:") else None)
-        await put_file(client, url, new_url, source, size, progress, f"{path} on {vm}")
+        route = await new_route()
+        await put_file(self.transfers, route, new_route, source, size, progress, f"{path} on {vm}")
 
     async def mkdir(self, vm, creds, path, parents=False) -> None:
         await self._guest("MakeDirectoryInGuest", vm, creds, path, directoryPath=path, createParentDirectories=parents)

@@ -75,6 +75,18 @@ class Simulator:
     def expire_sessions(self) -> None:
         self._control("POST", "/_sim/sessions/expire", {})
 
+    def rotate_sessions(self) -> None:
+        """Every session gets a new id with its next VI/JSON answer (the old one dies then)."""
+        self._control("POST", "/_sim/sessions/rotate", {})
+
+    def migrate(self, vm: str, host: str | None = None) -> None:
+        """vMotion `vm` to `host` (a name or id; default: the next host); its transfers in flight are cut."""
+        self._control("POST", f"/_sim/vms/{vm}/migrate", {"host": host} if host else {})
+
+    def withhold(self, *privileges: str, user: str | None = None) -> None:
+        """The vCenter user (default: ours) lacks these of Query, Modify, Execute from now on (none: all back)."""
+        self._control("POST", "/_sim/privileges", {"user": user or self.vc_user, "withhold": list(privileges)})
+
 
 def _stop(process: subprocess.Popen, timeout: float = 10) -> None:
     if process.poll() is None:
