@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from guestfs_mount import __version__
-from guestfs_mount.config import Config, ConfigError, CredentialsTable, find_config, load, state_dir
+from guestfs_mount.config import Config, ConfigError, CredentialsTable, find_config, load, runs_programs, state_dir
 from guestfs_mount.logsetup import setup_logging
 
 log = logging.getLogger("guestfs_mount")
@@ -156,6 +157,9 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
         control_socket=control_socket(mountpoint),
         read_ahead_kb=mount.get("read_ahead_kb", MountSettings.read_ahead_kb),
         stop_timeout=float(mount.get("stop_timeout", MountSettings.stop_timeout)),
+        mountpoint=mountpoint,
+        symlinks=mount.get("symlinks", MountSettings.symlinks),
+        runs_programs=functools.partial(runs_programs, config),
         **optional_cache,
     )
 

@@ -99,11 +99,14 @@ class MetaCache:
                     listing[key[len(prefix):]] = info
         return listing
 
-    def put(self, path: str, info: GuestFileInfo | None, ours: bool = True) -> None:
+    def put(self, path: str, info: GuestFileInfo | None, ours: bool = True, in_place: bool = False) -> None:
         """Record what a path is now (None: it does not exist), here and in its parent's listing. `ours`: after
-        a change this mount made (False: a guest's answer)."""
+        a change this mount made (False: a guest's answer); unless `in_place` (only the entry's own attributes
+        changed), the guest has moved the times of the directory holding it, which we then no longer know."""
         if ours:
             self._changed(path)
+            if not in_place:
+                self.forget_times(split(path)[0])
         if self.enabled:
             self.attrs[path] = info
         parent, name = split(path)
@@ -115,10 +118,24 @@ class MetaCache:
                 listing[name] = dataclasses.replace(info, name=name)
 
     def update(self, path: str, **changes) -> None:
-        """Change fields of a known record (after chmod, utimens, an upload); unknown paths stay unknown."""
+        """Change fields of a known record (after chmod, utimens); unknown paths stay unknown."""
         known, info = self.lookup(path)
         if known and info is not None:
-            self.put(path, dataclasses.replace(info, **changes))
+            self.put(path, dataclasses.replace(info, **changes), in_place=True)
+
+    def forget_times(self, path: str) -> None:
+        """A name was made, removed or replaced in directory `path`: the guest has changed its mtime, so the times
+        we hold for it (its record, its entry in its parent's listing) are dropped and the next getattr asks the
+        guest. Otherwise rsync, seeing the time it set before filling the directory, skips setting it again."""
+        if "/" not in path:
+            return  # the mount's root and a VM's directory are not the guest's
+        self._changed(path)
+        if self.attrs.get(path) is not None:
+            self.attrs[path] = dataclasses.replace(self.attrs[path], mtime=None, atime=None)
+        parent, name = split(path)
+        listing = self.listings.get(parent)
+        if listing is not None and name in listing:
+            listing[name] = dataclasses.replace(listing[name], mtime=None, atime=None)
 
     # --- invalidation ----------------------------------------------------------------------------------
     def forget(self, path: str) -> None:
@@ -126,6 +143,7 @@ class MetaCache:
         self._changed(path)
         self.attrs.pop(path, None)
         parent, name = split(path)
+        self.forget_times(parent)
         listing = self.listings.get(parent)
         if listing is not None:
             self.listings.pop(parent, None)

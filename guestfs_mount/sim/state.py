@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .faults import SimFault
 from .guestfs import GuestFS
+from .guestprocs import GuestPrograms
 from .inventory import VM, Inventory
 from .transfers import TransferRegistry
 
@@ -132,6 +133,7 @@ class Simulator:
         self.sessions = Sessions()
         self.faults = FaultPlan()
         self.transfers = TransferRegistry()
+        self.programs = GuestPrograms()  # started by StartProgramInGuest, in every dialect
         self.port = 0
         self._stats_lock = threading.Lock()
         self.calls: Counter[str] = Counter()

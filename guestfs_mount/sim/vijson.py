@@ -13,6 +13,7 @@ from .faults import SimFault
 from .inventory import HOST_ID, VM
 from .state import Simulator, iso, release_ok
 from .viguest import GUEST_METHODS
+from .viprocs import PROCESS_MANAGER, PROCESS_METHODS
 
 SESSION_HEADER = "vmware-api-session-id"
 FILE_MANAGER = "guestOperationsFileManager"
@@ -122,6 +123,8 @@ def _get_property(sim: Simulator, mo_type: str, mo_id: str, name: str, token):
     sim.session(token)
     if (mo_type, name) == ("GuestOperationsManager", "fileManager"):
         return moref("GuestFileManager", FILE_MANAGER)
+    if (mo_type, name) == ("GuestOperationsManager", "processManager"):
+        return moref("GuestProcessManager", PROCESS_MANAGER)
     if mo_type == "VirtualMachine":
         vm = _vm(sim, mo_id)
         if name == "name":
@@ -218,12 +221,13 @@ def _invoke(h, sim: Simulator, mo_type: str, mo_id: str, name: str, body: dict, 
             raise SimFault("InvalidLogin", "Cannot complete login due to an incorrect user name or password.")
         s = sim.sessions.create(sim.settings.vc_user)
         return 200, user_session(s), {SESSION_HEADER: s.token}
-    if name in GUEST_METHODS:
+    guest_method = GUEST_METHODS.get(name) or PROCESS_METHODS.get(name)
+    if guest_method is not None:
         vm_ref = body.get("vm") or {}
         auth = body.get("auth") or {}
         vm, fs = sim.guest_call(name, token, vm_ref.get("value"), auth.get("username"), auth.get("password"))
         h.vm_name = vm.name
-        status, result = GUEST_METHODS[name](h, sim, vm, fs, body)
+        status, result = guest_method(h, sim, vm, fs, body)
         return status, result, None
     sim.begin(name)
     session = sim.session(token)
