@@ -13,6 +13,7 @@ this mount changed the path (or, for a listing, something in the directory) afte
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Iterable
 
@@ -102,11 +103,11 @@ class MetaCache:
     def put(self, path: str, info: GuestFileInfo | None, ours: bool = True, in_place: bool = False) -> None:
         """Record what a path is now (None: it does not exist), here and in its parent's listing. `ours`: after
         a change this mount made (False: a guest's answer); unless `in_place` (only the entry's own attributes
-        changed), the guest has moved the times of the directory holding it, which we then no longer know."""
+        changed), the directory holding it changed too (`dir_changed`)."""
         if ours:
             self._changed(path)
             if not in_place:
-                self.forget_times(split(path)[0])
+                self.dir_changed(split(path)[0])
         if self.enabled:
             self.attrs[path] = info
         parent, name = split(path)
@@ -123,19 +124,22 @@ class MetaCache:
         if known and info is not None:
             self.put(path, dataclasses.replace(info, **changes), in_place=True)
 
-    def forget_times(self, path: str) -> None:
-        """A name was made, removed or replaced in directory `path`: the guest has changed its mtime, so the times
-        we hold for it (its record, its entry in its parent's listing) are dropped and the next getattr asks the
-        guest. Otherwise rsync, seeing the time it set before filling the directory, skips setting it again."""
+    def dir_changed(self, path: str, known: bool = True) -> None:
+        """A name was made, removed or replaced in directory `path`: the guest has set its mtime to the time of
+        the change, as every file system does, so our record says that time too (`known`), or no time at all
+        after a call that may or may not have changed it (the next getattr asks the guest). Either way the time a
+        program set on the directory before is gone from our records: rsync, which sets a directory's time before
+        and after filling it, sees that it must set it again."""
         if "/" not in path:
             return  # the mount's root and a VM's directory are not the guest's
         self._changed(path)
+        mtime = float(math.floor(time.time())) if known else None
         if self.attrs.get(path) is not None:
-            self.attrs[path] = dataclasses.replace(self.attrs[path], mtime=None, atime=None)
+            self.attrs[path] = dataclasses.replace(self.attrs[path], mtime=mtime)
         parent, name = split(path)
         listing = self.listings.get(parent)
         if listing is not None and name in listing:
-            listing[name] = dataclasses.replace(listing[name], mtime=None, atime=None)
+            listing[name] = dataclasses.replace(listing[name], mtime=mtime)
 
     # --- invalidation ----------------------------------------------------------------------------------
     def forget(self, path: str) -> None:
@@ -143,7 +147,7 @@ class MetaCache:
         self._changed(path)
         self.attrs.pop(path, None)
         parent, name = split(path)
-        self.forget_times(parent)
+        self.dir_changed(parent, known=False)
         listing = self.listings.get(parent)
         if listing is not None:
             self.listings.pop(parent, None)

@@ -369,7 +369,10 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         info = await self._record(path, complete=True)
         if info.type is not FileType.SYMLINK:
             raise pyfuse3.FUSEError(errno.EINVAL)
-        return os.fsencode(self._as_shown(path, info).symlink_target or "")
+        target = self._as_shown(path, info).symlink_target
+        if not target:  # the guest did not say (Windows attributes have no target); "" would lead to this directory
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        return os.fsencode(target)
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()

@@ -135,6 +135,8 @@ async def make_symlink(client: GuestFiles, vm: str, creds: GuestCredentials, tar
                        timeout: float = DEFAULT_TIMEOUT) -> GuestFileInfo:
     """`ln -s -- TARGET PATH` in a Linux guest; the new link's record."""
     what = f"ln -s of {path}"
+    if target == "":
+        raise GuestFileError(f"{what}: an empty target", errno=errno.ENOENT, path=path, vm=vm)  # as symlink(2)
 
     async def made() -> GuestFileInfo | None:
         info = await _stat(client, vm, creds, path)
@@ -191,11 +193,10 @@ async def set_symlink_times(client: GuestFiles, vm: str, creds: GuestCredentials
         what = f"touch -h of {path}"
 
         async def done(flag=flag, when=when) -> GuestFileInfo | None:
+            if flag == "-a":
+                return None  # reading a link (the stat does) moves its atime: only the exit code tells
             now = await _stat(client, vm, creds, path)
-            if now is None:
-                return None
-            shown = now.atime if flag == "-a" else now.mtime
-            return now if shown is not None and math.floor(shown) == when else None
+            return now if now is not None and now.mtime is not None and math.floor(now.mtime) == when else None
 
         argv = ["-h", *([flag] if flag else []), "-d", f"@{when}", "--", path]
         code, info = await _run(client, vm, creds, program(TOUCH, argv), what, done, timeout)
