@@ -105,6 +105,13 @@ def test_vi_hard_link_touch_and_gnu_ln_into_a_directory(sim, vi):
     assert run("/bin/ln", ["--", "/dir", "/dir2"]) == 1  # no hard links of directories
     assert run("/bin/ln", ["-s", "--", "/x", "/dir"]) == 0  # GNU ln: an existing directory gets the link inside
     assert os.readlink(root / "dir/x") == "/x"
+    os.symlink("/dir", root / "to-dir")  # the guest's /dir, not the host's: followed inside the guest
+    os.symlink(str(root.parent / "host-dir"), root / "to-host")
+    (root.parent / "host-dir").mkdir()
+    assert run("/bin/ln", ["-s", "--", "/y", "/to-dir"]) == 0
+    assert os.readlink(root / "dir/y") == "/y"
+    assert run("/bin/ln", ["-s", "--", "/z", "/to-host"]) == 1  # a link in the guest's way: EEXIST, nothing made
+    assert os.listdir(root.parent / "host-dir") == []
     before = os.stat(root / "f").st_mtime
     assert run("/bin/touch", ["-h", "-m", "-d", "@1500000000", "--", "/lnk"]) == 0
     assert os.lstat(root / "lnk").st_mtime == 1500000000 and os.stat(root / "f").st_mtime == before

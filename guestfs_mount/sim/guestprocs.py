@@ -161,6 +161,17 @@ class _Guest:
     def host(self, guest_path: str) -> str:
         return self.fs.host_path(posixpath.join(self.cwd, guest_path))
 
+    def directory(self, guest_path: str) -> str | None:
+        """The guest path of the directory `guest_path` is, its symlinks followed in the guest (an absolute target
+        is the guest's path, never the host's: ln must not put a link into the host's /etc); None if it is none."""
+        guest_path = posixpath.join(self.cwd, guest_path)
+        for _ in range(40):  # the kernel's limit of links followed
+            host = self.host(guest_path)
+            if not os.path.islink(host):
+                return guest_path if os.path.isdir(host) else None
+            guest_path = posixpath.join(posixpath.dirname(guest_path), os.readlink(host))
+        return None
+
 
 def _fail(what: str, err: OSError | str) -> int:
     log.info("guest program: %s: %s", what, err.strerror if isinstance(err, OSError) else err)
@@ -195,9 +206,10 @@ def _ln(guest: _Guest, args: list[str]) -> int:
     if parsed is None or len(parsed[2]) != 2:
         return _fail("ln", f"arguments not simulated: {args!r}")
     flags, _, (source, name) = parsed
+    directory = guest.directory(name)
+    if directory is not None:  # GNU ln: LINK_NAME an existing directory (or a link to one) gets the link inside it
+        name = posixpath.join(directory, posixpath.basename(source.rstrip("/")) or source)
     dest = guest.host(name)
-    if os.path.isdir(dest):  # GNU ln: LINK_NAME an existing directory (or a link to one) gets the link inside it
-        dest = os.path.join(dest, posixpath.basename(source.rstrip("/")) or source)
     try:
         if "s" in flags:
             os.symlink(source, dest)
