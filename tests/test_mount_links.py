@@ -8,8 +8,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
