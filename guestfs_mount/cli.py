@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import logging
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from guestfs_mount import __version__
-from guestfs_mount.config import Config, ConfigError, CredentialsTable, find_config, load, runs_programs, state_dir
+from guestfs_mount.config import Config, ConfigError, CredentialsTable, find_config, load, state_dir
 from guestfs_mount.logsetup import setup_logging
 
 log = logging.getLogger("guestfs_mount")
@@ -138,6 +137,7 @@ def client_config_from(config: Config):
 
 
 def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: str, fuse_options: list[str]):
+    from guestfs_mount.config import runs_programs
     from guestfs_mount.fs.settings import MountSettings
 
     mount, cache = config.mount, config.cache
@@ -159,7 +159,7 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
         stop_timeout=float(mount.get("stop_timeout", MountSettings.stop_timeout)),
         mountpoint=mountpoint,
         symlinks=mount.get("symlinks", MountSettings.symlinks),
-        runs_programs=functools.partial(runs_programs, config),
+        runs_programs=lambda vm_name: runs_programs(config, vm_name),
         **optional_cache,
     )
 
