@@ -195,4 +195,3 @@ def test_mount_helper_translates_fstab_options():
     assert args == ["/mnt/vms", "-o", "config=/c.toml"] and fake
     with pytest.raises(SystemExit):
         translate(["/mnt/vms"])
-
