@@ -4,10 +4,11 @@ Shape (a public contract: extend it, never change these keys):
 
     [vcenter]  url, username, password | password_file | password_env | password_credential, api, ca_file,
                insecure, timeout, connect_timeout, max_guest_calls_per_vm, retries, list_page_size, transfer_host
-    [vms.<glob>]  username, password | password_file | password_env | password_credential  (most specific wins;
-                  "default" matches every VM, last)
+    [vms.<glob>]  username, password | password_file | password_env | password_credential, exec  (most specific
+                  wins; "default" matches every VM, last)
     [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay
-    [mount]    spool_dir, recovery_dir, windows_drives, vms, read_only, allow_other, read_ahead_kb, stop_timeout
+    [mount]    spool_dir, recovery_dir, windows_drives, vms, read_only, allow_other, read_ahead_kb, stop_timeout,
+               symlinks
 
 Every problem is one `ConfigError` line that names the file and the key; the CLI exits 2 on it.
 """
@@ -87,7 +88,7 @@ VCENTER_KEYS: _Schema = {
     "list_page_size": _POS_INT,
     "transfer_host": _STR,
 }
-VM_KEYS: _Schema = {"username": _STR, **_SECRETS}
+VM_KEYS: _Schema = {"username": _STR, **_SECRETS, "exec": _BOOL}
 CACHE_KEYS: _Schema = {"attr_ttl": _POS_NUMBER, "dir_ttl": _POS_NUMBER, "vm_list_ttl": _POS_NUMBER,
                        "attr_delay": _POS_NUMBER}
 MOUNT_KEYS: _Schema = {
@@ -99,10 +100,12 @@ MOUNT_KEYS: _Schema = {
     "allow_other": _BOOL,
     "read_ahead_kb": _POS_INT,
     "stop_timeout": _POS_NUMBER,
+    "symlinks": _STR,
 }
 TABLES = {"vcenter": VCENTER_KEYS, "vms": None, "cache": CACHE_KEYS, "mount": MOUNT_KEYS}
 API_CHOICES = ("auto", "vi-json", "rest")
 TRANSFER_HOST_CHOICES = ("management-ip", "name", "vcenter")
+SYMLINK_CHOICES = ("inside", "raw")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class VMLogin:
     pattern: str
     username: str
     secret: Secret | None
+    exec: bool = False  # may run programs in the guest (symlinks, hard links)
 
 
 @dataclass
@@ -178,13 +182,17 @@ def load(path: str | os.PathLike) -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"config file {path}: [{name}] must be a table")
         checked = _check_table(path, name, table, VM_KEYS, required=("username",))
-        vm_logins.append(VMLogin(pattern, checked["username"], _secret_of(path, name, checked, required=False)))
+        vm_logins.append(VMLogin(pattern, checked["username"], _secret_of(path, name, checked, required=False),
+                                 checked.get("exec", False)))
 
     cache = _check_table(path, "cache", data.get("cache", {}), CACHE_KEYS)
     mount = _check_table(path, "mount", data.get("mount", {}), MOUNT_KEYS)
     for key in ("windows_drives", "vms"):
         if key in mount and not all(isinstance(v, str) for v in mount[key]):
             raise ConfigError(f"config file {path}: [mount] {key} must be a list of strings")
+    if mount.get("symlinks", "inside") not in SYMLINK_CHOICES:
+        raise ConfigError(f"config file {path}: [mount] symlinks must be one of {', '.join(SYMLINK_CHOICES)}, "
+                          f"not {mount['symlinks']!r}")
 
     _check_private(path, data)
     return Config(path, vcenter, vcenter_secret, vm_logins, cache, mount)
@@ -293,6 +301,12 @@ def match_login(logins: list[VMLogin], vm_name: str) -> VMLogin | None:
     if matches:
         return max(matches, key=lambda l: _specificity(l.pattern))  # max keeps the first of equals
     return next((l for l in logins if l.pattern == "default"), None)
+
+
+def runs_programs(config: Config, vm_name: str) -> bool:
+    """Whether the guest login of a VM has `exec = true` (it may run ln and touch in the guest)."""
+    login = match_login(config.vm_logins, vm_name)
+    return login is not None and login.exec
 
 
 class CredentialsTable:

@@ -30,12 +30,16 @@ SAMPLE_FILES = {
         "home/alice/notes.txt": "remember: rsync -a ./site/ /mnt/vms/web01/srv/www/\n",
         "home/alice/.bashrc": "alias ll='ls -l'\n",
         "srv/www/index.html": "<!doctype html>\n<title>web01</title>\n<h1>It works</h1>\n",
+        "etc/nginx/sites-available/default": "server {\n    listen 80 default_server;\n    root /srv/www;\n}\n",
+        "run/systemd/resolve/stub-resolv.conf": "# web01's resolver (systemd-resolved stub)\nnameserver 127.0.0.53\n",
+        "usr/share/zoneinfo/Etc/UTC": "TZif2 (a stand-in for the compiled zone file)\n",
     },
     "db01": {
         "etc/hostname": "db01\n",
         "etc/postgresql/15/main/postgresql.conf": "listen_addresses = '*'\nmax_connections = 100\n",
         "var/log/postgresql/postgresql-15-main.log": "LOG:  database system is ready to accept connections\n",
         "root/backup.sh": "#!/bin/sh\npg_dumpall > /var/backups/all.sql\n",
+        "srv/README": "db01's /srv: try the demo's rsync hint into it\n",
     },
     "win01": {
         "C/Windows/win.ini": "; for 16-bit app support\r\n[fonts]\r\n[extensions]\r\n",
@@ -43,6 +47,14 @@ SAMPLE_FILES = {
         "C/inetpub/wwwroot/iisstart.htm": "<html><body>IIS</body></html>\r\n",
     },
     "legacy01": {"etc/hostname": "legacy01\n"},
+}
+# the usual links of a Linux guest: absolute ones (the mount shows them inside the VM's directory) and a relative one
+SYMLINKS = {
+    "web01": {
+        "etc/resolv.conf": "/run/systemd/resolve/stub-resolv.conf",
+        "etc/localtime": "/usr/share/zoneinfo/Etc/UTC",
+        "etc/nginx/sites-enabled/default": "../sites-available/default",
+    },
 }
 BIG_FILE = ("web01", "opt/data/big.bin", 512 * 1024 * 1024)  # sparse: costs no disk, streams like any file
 VM_STATES = {"win01": {"guestFamily": "windowsGuest"}, "legacy01": {"powerState": "poweredOff"}}
@@ -56,10 +68,16 @@ def make_sample_vms(vms_root: Path) -> None:
             path.write_text(text)
     (vms_root / "web01/root").mkdir(mode=0o700, exist_ok=True)
     (vms_root / "db01/root/backup.sh").chmod(0o750)
-    link = vms_root / "web01/etc/nginx/sites-enabled"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
-        link.symlink_to("/etc/nginx/sites-available")
+    for vm, links in SYMLINKS.items():
+        for rel, target in links.items():
+            link = vms_root / vm / rel
+            if link.parent.is_symlink():  # a DIR kept from an older demo had sites-enabled as a link
+                link.parent.unlink()
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink() and os.readlink(link) != target:
+                link.unlink()
+            if not link.is_symlink():
+                link.symlink_to(target)
     vm, rel, size = BIG_FILE
     big = vms_root / vm / rel
     big.parent.mkdir(parents=True, exist_ok=True)
@@ -68,11 +86,29 @@ def make_sample_vms(vms_root: Path) -> None:
     (vms_root / ".vms.json").write_text(json.dumps(VM_STATES, indent=2))
 
 
+def hints(mnt: Path, vms: Path) -> str:
+    """The commands the demo suggests, one per line (a test runs each of them on a demo mount). A comment that
+    starts with "fails:" names the error the command shows on purpose."""
+    return f"""\
+  ls -l {mnt}
+  cat {mnt}/web01/etc/hosts
+  ls -la {mnt}/web01/var/log
+  ls -l {mnt}/web01/etc/resolv.conf {mnt}/web01/etc/localtime {mnt}/web01/etc/nginx/sites-enabled/
+  cat {mnt}/web01/etc/resolv.conf                    # a link to /run/...: web01's file, not yours
+  echo hello > {mnt}/web01/tmp.txt && cat {vms}/web01/tmp.txt
+  vim {mnt}/web01/etc/hostname
+  rsync -a /etc/ssl/certs/ {mnt}/db01/srv/certs/     # links too: the demo's login has exec = true
+  ls -l {mnt}/db01/srv/certs | head
+  dd if={mnt}/web01/opt/data/big.bin of=/dev/null bs=1M status=progress
+  ls {mnt}/legacy01                                  # fails: Host is down (powered off)
+  ls {mnt}/win01                                     # a Windows-style guest: C:"""
+
+
 def write_config(path: Path, url: str, state: Path) -> None:
     path.write_text(
         "# written by guestfs-mount demo: the simulator's default logins\n"
         f'[vcenter]\nurl = "{url}"\nusername = "administrator@vsphere.local"\npassword = "vmware"\napi = "auto"\n\n'
-        '[vms.default]\nusername = "root"\npassword = "vmware"\n\n'
+        '[vms.default]\nusername = "root"\npassword = "vmware"\nexec = true    # symlinks and hard links (ln in the guest)\n\n'
         "[cache]\nattr_ttl = 5.0\ndir_ttl = 5.0\n\n"
         f'[mount]\nspool_dir = "{state / "spool"}"\nrecovery_dir = "{state / "recovered"}"\n'
     )
@@ -161,15 +197,7 @@ def main(argv: list[str] | None = None) -> int:
   mount              {mnt}   (log: {base / 'mount.log'})
 
 Try, in another terminal:
-  ls -l {mnt}
-  cat {mnt}/web01/etc/hosts
-  ls -la {mnt}/web01/var/log
-  echo hello > {mnt}/web01/tmp.txt && cat {vms}/web01/tmp.txt
-  vim {mnt}/web01/etc/hostname
-  rsync -a /etc/ssl/ {mnt}/db01/srv/ssl/
-  dd if={mnt}/web01/opt/data/big.bin of=/dev/null bs=1M status=progress
-  ls {mnt}/legacy01        # powered off: Host is down
-  ls {mnt}/win01           # a Windows-style guest: C:
+{hints(mnt, vms)}
 
 Press Ctrl-C to unmount and stop.""", flush=True)
         while not stop and mount.poll() is None and sim.poll() is None:

@@ -4,10 +4,13 @@ up, and start-up errors that are one clear line."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 from tests.helpers.mounting import is_mounted, unmount, wait_until
 from tests.helpers.simulator import running_simulator
@@ -23,28 +26,60 @@ def _config(path, url, tmp_path, password="vmware"):
     return path
 
 
-def test_demo_runs_serves_files_and_stops_on_ctrl_c(tmp_path):
+def _run_hint(line: str) -> None:
+    """One command the demo printed, run as a user would paste it; a comment "fails: X" means it shows X."""
+    command, _, comment = line.partition("  # ")
+    stdin = ":wq\n" if command.strip().startswith("vim ") else ""  # vim reads its commands from a pipe too
+    p = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300, input=stdin)
+    expected = comment.strip()[len("fails: "):].split(" (")[0] if comment.strip().startswith("fails:") else None
+    if expected:
+        assert p.returncode != 0 and expected in p.stderr, (line, p.returncode, p.stderr)
+    else:
+        assert p.returncode == 0, (line, p.returncode, p.stderr[-2000:])
+
+
+def test_demo_runs_every_hint_it_prints_and_stops_on_ctrl_c(tmp_path):
     demo_dir = tmp_path / "demo"
     proc = subprocess.Popen([sys.executable, "-m", "guestfs_mount", "demo", str(demo_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     mnt = demo_dir / "mnt"
+    lines: queue.Queue = queue.Queue()
+
+    def read_output() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=read_output, daemon=True).start()
+    printed: list[str] = []
     try:
-        assert wait_until(lambda: is_mounted(mnt) or proc.poll() is not None, 60), "demo did not mount"
-        assert is_mounted(mnt), proc.stdout.read() if proc.poll() is not None else "not mounted"
+        while not any("Press Ctrl-C" in line for line in printed):
+            try:
+                printed.append(lines.get(timeout=60))
+            except queue.Empty:
+                raise AssertionError(f"the demo printed no hints: {printed}") from None
+        assert is_mounted(mnt)
         assert sorted(os.listdir(mnt)) == ["db01", "legacy01", "web01", "win01"]
         assert "web01.lab.local" in (mnt / "web01/etc/hosts").read_text()
         assert os.listdir(mnt / "win01") == ["C:"]
-        (mnt / "web01/hello.txt").write_text("hi\n")
-        assert (demo_dir / "vms/web01/hello.txt").read_text() == "hi\n"
+        hints = [line for line in printed[printed.index("Try, in another terminal:\n") + 1:] if line.strip()][:-1]
+        assert len(hints) >= 10, printed
+        for line in hints:
+            _run_hint(line)
+        assert (mnt / "web01/etc/resolv.conf").read_text().startswith("# web01's resolver")
+        assert (demo_dir / "vms/web01/tmp.txt").read_text() == "hello\n"
+        certs = demo_dir / "vms/db01/srv/certs"
+        links = [p for p in Path("/etc/ssl/certs").iterdir() if p.is_symlink()]
+        assert links and all(os.readlink(certs / p.name) == os.readlink(p) for p in links)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
         unmount(mnt)
+    out = "".join(printed)
     assert proc.returncode == 0, out
-    assert "Press Ctrl-C" in out and str(mnt) in out
+    assert str(mnt) in out
     assert not is_mounted(mnt)
     leftovers = subprocess.run(["pgrep", "-f", f"guestfs_mount.sim --root {demo_dir}"], capture_output=True)
     assert leftovers.returncode == 1, "the demo left its simulator running"

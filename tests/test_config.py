@@ -50,6 +50,25 @@ def test_good_config_loads(tmp_path):
     assert [l.pattern for l in config.vm_logins] == ["default", "web-*", "web-01"]
 
 
+def test_exec_is_per_login_and_symlinks_is_checked(tmp_path):
+    text = GOOD.replace('password_env = "WEB_PASS"', 'password_env = "WEB_PASS"\nexec = true') + '[mount]\nsymlinks = "raw"\n'
+    config = load(write(tmp_path, text))
+    from guestfs_mount.config import runs_programs
+
+    assert runs_programs(config, "web-02") and not runs_programs(config, "web-01") and not runs_programs(config, "db")
+    args = cli.build_parser().parse_args([str(tmp_path)])
+    settings = cli.mount_settings_from(config, args, str(tmp_path), [])
+    assert settings.symlinks == "raw" and settings.mountpoint == str(tmp_path)
+    assert settings.runs_programs("web-7") and not settings.runs_programs("other")
+    for bad, expected in (('exec = "yes"', "exec must be true or false"),
+                          ('symlinks = "outside"', "[mount] symlinks must be one of inside, raw")):
+        key = bad.split(" ")[0]
+        broken = text.replace("exec = true", bad) if key == "exec" else text.replace('symlinks = "raw"', bad)
+        with pytest.raises(ConfigError) as e:
+            load(write(tmp_path, broken))
+        assert expected in str(e.value)
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [

@@ -126,6 +126,7 @@ def client_config_from(config: Config, vm_names: tuple[str, ...] = ()):
 
 
 def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: str, fuse_options: list[str]):
+    from guestfs_mount.config import runs_programs
     from guestfs_mount.fs.settings import MountSettings
 
     mount, cache = config.mount, config.cache
@@ -145,6 +146,9 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
         control_socket=control_socket(mountpoint),
         read_ahead_kb=mount.get("read_ahead_kb", MountSettings.read_ahead_kb),
         stop_timeout=float(mount.get("stop_timeout", MountSettings.stop_timeout)),
+        mountpoint=mountpoint,
+        symlinks=mount.get("symlinks", MountSettings.symlinks),
+        runs_programs=lambda vm_name: runs_programs(config, vm_name),
         **optional_cache,
     )
 

@@ -13,6 +13,7 @@ this mount changed the path (or, for a listing, something in the directory) afte
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Iterable
 
@@ -99,11 +100,14 @@ class MetaCache:
                     listing[key[len(prefix):]] = info
         return listing
 
-    def put(self, path: str, info: GuestFileInfo | None, ours: bool = True) -> None:
+    def put(self, path: str, info: GuestFileInfo | None, ours: bool = True, in_place: bool = False) -> None:
         """Record what a path is now (None: it does not exist), here and in its parent's listing. `ours`: after
-        a change this mount made (False: a guest's answer)."""
+        a change this mount made (False: a guest's answer); unless `in_place` (only the entry's own attributes
+        changed), the directory holding it changed too (`dir_changed`)."""
         if ours:
             self._changed(path)
+            if not in_place:
+                self.dir_changed(split(path)[0])
         if self.enabled:
             self.attrs[path] = info
         parent, name = split(path)
@@ -115,10 +119,27 @@ class MetaCache:
                 listing[name] = dataclasses.replace(info, name=name)
 
     def update(self, path: str, **changes) -> None:
-        """Change fields of a known record (after chmod, utimens, an upload); unknown paths stay unknown."""
+        """Change fields of a known record (after chmod, utimens); unknown paths stay unknown."""
         known, info = self.lookup(path)
         if known and info is not None:
-            self.put(path, dataclasses.replace(info, **changes))
+            self.put(path, dataclasses.replace(info, **changes), in_place=True)
+
+    def dir_changed(self, path: str, known: bool = True) -> None:
+        """A name was made, removed or replaced in directory `path`: the guest has set its mtime to the time of
+        the change, as every file system does, so our record says that time too (`known`), or no time at all
+        after a call that may or may not have changed it (the next getattr asks the guest). Either way the time a
+        program set on the directory before is gone from our records: rsync, which sets a directory's time before
+        and after filling it, sees that it must set it again."""
+        if "/" not in path:
+            return  # the mount's root and a VM's directory are not the guest's
+        self._changed(path)
+        mtime = float(math.floor(time.time())) if known else None
+        if self.attrs.get(path) is not None:
+            self.attrs[path] = dataclasses.replace(self.attrs[path], mtime=mtime)
+        parent, name = split(path)
+        listing = self.listings.get(parent)
+        if listing is not None and name in listing:
+            listing[name] = dataclasses.replace(listing[name], mtime=mtime)
 
     # --- invalidation ----------------------------------------------------------------------------------
     def forget(self, path: str) -> None:
@@ -126,6 +147,7 @@ class MetaCache:
         self._changed(path)
         self.attrs.pop(path, None)
         parent, name = split(path)
+        self.dir_changed(parent, known=False)
         listing = self.listings.get(parent)
         if listing is not None:
             self.listings.pop(parent, None)

@@ -23,6 +23,7 @@ from cachetools import TTLCache
 from guestfs_mount.fs.attrs import directory, entry_attributes, guest_time
 from guestfs_mount.fs.handles import DirHandle, Handle, HandleTable, OpenFile
 from guestfs_mount.fs.inodes import InodeTable, is_under, join, split
+from guestfs_mount.fs.links import Links
 from guestfs_mount.fs.metacache import MetaCache, is_complete
 from guestfs_mount.fs.pendingattrs import PendingAttributes
 from guestfs_mount.fs.refresh import refresh
@@ -98,7 +99,7 @@ def _name(raw: bytes) -> str:
     return name
 
 
-class GuestOperations(Uploads, pyfuse3.Operations):
+class GuestOperations(Links, Uploads, pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
     enable_acl = False
@@ -119,6 +120,7 @@ class GuestOperations(Uploads, pyfuse3.Operations):
         self.largest_write = self.largest_read = 0  # logged at unmount: what the kernel really sends
         self._misses_by_dir: TTLCache = TTLCache(maxsize=1024, ttl=max(settings.attr_ttl, 1e-6))
         self._login_owner: dict[str, tuple[int | None, int | None]] = {}  # VM -> owner of files its login makes
+        self._links_refused: set[str] = set()  # VMs where making links was refused (logged once each)
         # files we uploaded in the last attr_delay seconds: a chmod/touch of one is a copying tool finishing it
         self._just_uploaded: TTLCache = TTLCache(maxsize=4096, ttl=max(settings.attr_delay, 1e-6))
         # chmod/touch waiting to share one guest call
@@ -166,7 +168,7 @@ class GuestOperations(Uploads, pyfuse3.Operations):
         if self.cache.changed_since(path, mark):
             # we changed it while the guest answered (an upload landed): our own record is the newer one
             known, ours = self.cache.lookup(path)
-            if known and ours is not None:
+            if known and ours is not None and (not complete or is_complete(ours)):
                 return ours
             return info
         self.cache.put(path, info, ours=False)
@@ -219,6 +221,8 @@ class GuestOperations(Uploads, pyfuse3.Operations):
         return dataclasses.replace(info, **changes) if changes else info
 
     def _attrs(self, inode: int, info: GuestFileInfo) -> pyfuse3.EntryAttributes:
+        if info.type is FileType.SYMLINK:
+            info = self._as_shown(self._path(inode), info)  # st_size is the length of what readlink shows
         return entry_attributes(inode, self._overlay(inode, info), self.ttl)
 
     def _path(self, inode: int) -> str:
@@ -337,7 +341,9 @@ class GuestOperations(Uploads, pyfuse3.Operations):
             changes["atime"] = guest_time(attr.st_atime_ns / 1e9)
         if fields.update_mtime:
             changes["mtime"] = guest_time(attr.st_mtime_ns / 1e9)
-        if changes:
+        if info.type is FileType.SYMLINK:
+            await self._set_symlink_attributes(path, info, changes)  # never the target's, as the file API would
+        elif changes:
             of = self.handles.files.get(inode)
             if of is not None:
                 # kept until (and re-applied after) the upload, which resets them
@@ -360,10 +366,14 @@ class GuestOperations(Uploads, pyfuse3.Operations):
 
     @_fuse_errors
     async def readlink(self, inode, ctx):
-        info = await self._record(self._path(inode), complete=True)
+        path = self._path(inode)
+        info = await self._record(path, complete=True)
         if info.type is not FileType.SYMLINK:
             raise pyfuse3.FUSEError(errno.EINVAL)
-        return os.fsencode(info.symlink_target or "")
+        target = self._as_shown(path, info).symlink_target
+        if not target:  # the guest did not say (Windows attributes have no target); "" would lead to this directory
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        return os.fsencode(target)
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()
@@ -562,11 +572,13 @@ class GuestOperations(Uploads, pyfuse3.Operations):
             return True
         return False
 
+    @_fuse_errors
     async def symlink(self, parent_inode, name, target, ctx):
-        raise pyfuse3.FUSEError(errno.EPERM)
+        return await self._symlink(join(self._path(parent_inode), _name(name)), target)
 
+    @_fuse_errors
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        raise pyfuse3.FUSEError(errno.EPERM)
+        return await self._hardlink(self._path(inode), join(self._path(new_parent_inode), _name(new_name)))
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         raise pyfuse3.FUSEError(errno.EPERM)

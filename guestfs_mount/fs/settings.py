@@ -16,6 +16,10 @@ from guestfs_mount.vsphere.model import GuestCredentials
 CredentialsLookup = Callable[[str], GuestCredentials | None]
 
 
+def _never(vm_name: str) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class MountSettings:
     spool_dir: Path  # local spool files of open files (downloads and pending uploads)
@@ -35,3 +39,7 @@ class MountSettings:
     control_socket: Path | None = None  # unix socket that serves `guestfs-mount status` (None: no status)
     # seconds a stop (SIGTERM, SIGINT, unmount) waits for uploads; what is still dirty then goes to recovery_dir
     stop_timeout: float = 60.0
+    mountpoint: str = ""  # absolute: a symlink made through the mount into its own VM's directory maps back
+    symlinks: str = "inside"  # "inside": readlink shows targets that stay in the VM's directory; "raw": as they are
+    # VM name -> whether its guest login may run programs (`exec = true`): symlink(), link(), a symlink's times
+    runs_programs: Callable[[str], bool] = _never

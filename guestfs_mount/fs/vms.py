@@ -86,6 +86,10 @@ class VMDirectory:
                   "until the [vms.*] table for it has the right password (said once per %.0f minutes)",
                   name, user, detail, LOGIN_REFUSED_REPEAT / 60)
 
+    def known(self, name: str) -> VMInfo | None:
+        """The VM of that name in the last VM list, without asking vCenter (None before the first list)."""
+        return (self._vms or {}).get(name)
+
     @property
     def listed(self) -> int:
         """How many VMs the last VM list held (0 before the first)."""

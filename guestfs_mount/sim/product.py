@@ -26,6 +26,7 @@ class Product:
     search_index: str
     guest_operations_manager: str
     file_manager: str
+    process_manager: str
     vm_id_prefix: str
 
     @property
@@ -73,6 +74,7 @@ VCENTER = Product(
     search_index="SearchIndex",
     guest_operations_manager="guestOperationsManager",
     file_manager="guestOperationsFileManager",
+    process_manager="guestOperationsProcessManager",
     vm_id_prefix="vm-",
 )
 
@@ -97,5 +99,6 @@ ESXI = Product(
     search_index="ha-searchindex",
     guest_operations_manager="ha-guest-operations-manager",
     file_manager="ha-guest-operations-file-manager",
+    process_manager="ha-guest-operations-process-manager",
     vm_id_prefix="",
 )

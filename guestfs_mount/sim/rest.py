@@ -101,6 +101,10 @@ def _route(h, sim: Simulator, seg: list[str], query: dict, action: str):
         if not vm.guest_ops_ready:
             raise RestError(503, "SERVICE_UNAVAILABLE", "VMware Tools is not running")
         return 200, _identity(vm), None
+    if rest[:2] == ["guest", "processes"] and h.command == "POST":
+        from .restprocs import processes
+
+        return processes(h, sim, token, vm_id, rest[2:], action)
     if rest[:2] != ["guest", "filesystem"] or h.command != "POST":
         raise RestError(404, "NOT_FOUND", f"no such endpoint: {h.path}")
     return _filesystem(h, sim, token, vm_id, rest[2:], action)
@@ -227,6 +231,12 @@ def _filesystem(h, sim: Simulator, token, vm_id: str, sub: list[str], action: st
     operation, func = entry
     if operation == "Initiate":
         operation = "InitiateFileTransferToGuest" if (body.get("spec") or {}).get("attributes") else "InitiateFileTransferFromGuest"
+    vm, fs = guest_login(h, sim, token, vm_id, operation, body)
+    return func(h, sim, vm, fs, body, path_arg)
+
+
+def guest_login(h, sim: Simulator, token, vm_id: str, operation: str, body: dict):
+    """The checks of a guest call (counted as `operation`) with the body's `credentials`: (VM, its GuestFS)."""
     h.op = operation
     creds = body.get("credentials") or {}
     if creds.get("type", "USERNAME_PASSWORD") != "USERNAME_PASSWORD":
@@ -242,7 +252,7 @@ def _filesystem(h, sim: Simulator, token, vm_id: str, sub: list[str], action: st
             raise unauthenticated() from None
         raise
     h.vm_name = vm.name
-    return func(h, sim, vm, fs, body, path_arg)
+    return vm, fs
 
 
 def _summary(e: FileInfo) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 from .faults import SimFault
 from .guestfs import GuestFS
 from .hosts import Host, Hosts
+from .guestprocs import GuestPrograms
 from .inventory import VM, Inventory
 from .product import ESXI, VCENTER
 from .transfers import TransferRegistry
@@ -196,6 +197,7 @@ class Simulator:
         self.sessions = Sessions()
         self.faults = FaultPlan()
         self.transfers = TransferRegistry()
+        self.programs = GuestPrograms()  # started by StartProgramInGuest, in every dialect
         self.port = 0
         self._stats_lock = threading.Lock()
         self.calls: Counter[str] = Counter()

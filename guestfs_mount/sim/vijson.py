@@ -15,6 +15,7 @@ from .hosts import Host, net_config
 from .inventory import VM
 from .state import VI_JSON_SINCE, Simulator, iso, release_ok
 from .viguest import GUEST_METHODS
+from .viprocs import PROCESS_METHODS
 
 SESSION_HEADER = "vmware-api-session-id"
 
@@ -116,6 +117,8 @@ def get_property(sim: Simulator, mo_type: str, mo_id: str, name: str, token):
     sim.session(token)
     if (mo_type, name) == ("GuestOperationsManager", "fileManager"):
         return moref("GuestFileManager", sim.product.file_manager)
+    if (mo_type, name) == ("GuestOperationsManager", "processManager"):
+        return moref("GuestProcessManager", sim.product.process_manager)
     if (mo_type, name) == ("ContainerView", "view"):
         return _view_members(sim, mo_id)
     if mo_type == "VirtualMachine":
@@ -224,12 +227,13 @@ def invoke(h, sim: Simulator, mo_type: str, mo_id: str, name: str, body: dict, t
             raise SimFault("InvalidLogin", "Cannot complete login due to an incorrect user name or password.")
         s = sim.sessions.create(sim.settings.vc_user)
         return 200, user_session(s), {SESSION_HEADER: s.token}
-    if name in GUEST_METHODS:
+    guest_method = GUEST_METHODS.get(name) or PROCESS_METHODS.get(name)
+    if guest_method is not None:
         vm_ref = body.get("vm") or {}
         auth = body.get("auth") or {}
         vm, fs = sim.guest_call(name, token, vm_ref.get("value"), auth.get("username"), auth.get("password"))
         h.vm_name = vm.name
-        status, result = GUEST_METHODS[name](h, sim, vm, fs, body)
+        status, result = guest_method(h, sim, vm, fs, body)
         return status, result, None
     sim.begin(name)
     session = sim.session(token)

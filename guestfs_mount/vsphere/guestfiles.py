@@ -8,12 +8,15 @@ raise the `faults.VSphereError` hierarchy; `.errno` says what a filesystem shoul
 from __future__ import annotations
 
 import abc
+import errno
 import os
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import AsyncIterator, BinaryIO, Callable, Literal
 
-from guestfs_mount.vsphere.model import FileAttributes, GuestCredentials, GuestFileInfo, VMInfo
+from guestfs_mount.vsphere.faults import GuestFileError
+from guestfs_mount.vsphere.model import (FileAttributes, GuestCredentials, GuestFileInfo, GuestProcess, GuestProgram,
+                                       VMInfo)
 
 Dialect = Literal["vi-json", "rest"]
 
@@ -130,6 +133,27 @@ class GuestFiles(abc.ABC):
         is_dir: bool = False,
     ) -> str:
         """Create a temporary file (or directory) in the guest; returns its absolute path."""
+
+    # Guest programs (GuestProcessManager; REST `guest/processes`, 7.0U2+). Two thin calls, one per API call, with no
+    # policy: `guestprograms.py` builds the program, waits for its exit code and turns it into an errno. A dialect
+    # that cannot run programs keeps these defaults (EOPNOTSUPP).
+
+    async def start_program(self, vm: str, creds: GuestCredentials, program: GuestProgram) -> int:
+        """Start `program` in the guest as the user of `creds` and return its pid at once, without waiting for it
+        (VI: StartProgramInGuest with a GuestProgramSpec {programPath, arguments, workingDirectory, envVariables as
+        "NAME=value"}, result the pid; REST: POST guest/processes?action=create, spec {path, arguments,
+        working_directory, environment_variables as a map}, 201 with the pid). Needs the vCenter privilege
+        VirtualMachine.GuestOperations.Execute (else NoPermission / 403 UNAUTHORIZED, EACCES). A program path that does
+        not exist in the guest is FileNotFound / 404 (ENOENT: the program's, not any file the program was to make).
+        Counted and limited as a guest call of `vm`; busy guests are retried as for file calls."""
+        raise GuestFileError(f"the {self.dialect} dialect cannot run guest programs", errno=errno.EOPNOTSUPP, vm=vm)
+
+    async def list_processes(self, vm: str, creds: GuestCredentials, pids: list[int]) -> list[GuestProcess]:
+        """The guest agent's record of the processes `pids` (VI: ListProcessesInGuest with `pids`; REST: one
+        POST guest/processes/{pid}?action=get per pid). A pid the agent does not know (never started, ended more
+        than 5 minutes ago, Tools restarted) is absent from the result, not an error. Needs
+        VirtualMachine.GuestOperations.Query."""
+        raise GuestFileError(f"the {self.dialect} dialect cannot run guest programs", errno=errno.EOPNOTSUPP, vm=vm)
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -81,3 +81,32 @@ class GuestCredentials:
     username: str
     password: str | None = field(default=None, repr=False)
     saml_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class GuestProgram:
+    """A program to start in a guest (StartProgramInGuest's GuestProgramSpec, REST `guest/processes` CreateSpec).
+
+    On Linux the guest agent runs `bash -c '"<path>" <arguments>'` (/bin/sh without bash; open-vm-tools
+    procMgrPosix.c), so `arguments` is shell text in the guest: build it with `guestprograms.program()`, which keeps
+    every caller-given word out of it. `env`, when given, is the program's whole environment, not an addition."""
+
+    path: str  # absolute path of the program in the guest
+    arguments: str = ""
+    env: dict[str, str] | None = None
+    working_directory: str | None = None
+
+
+@dataclass(frozen=True)
+class GuestProcess:
+    """A process the guest agent reports (ListProcessesInGuest's GuestProcessInfo, REST `processes/{pid}` Info).
+    `end_time` (POSIX seconds) is set once a program started through the API has ended, and only then is
+    `exit_code` its exit code (the agent may report 0 while it runs)."""
+
+    pid: int
+    exit_code: int | None = None
+    end_time: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.end_time is not None

@@ -24,7 +24,8 @@ from guestfs_mount.vsphere.faults import (
 )
 from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
 from guestfs_mount.vsphere.http import decode_json, expect, field, make_api_client, send
-from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestCredentials, GuestFileInfo, VMInfo
+from guestfs_mount.vsphere.model import (FileAttributes, FileType, GuestCredentials, GuestFileInfo, GuestProcess,
+                                       GuestProgram, VMInfo)
 from guestfs_mount.vsphere.transfer import HttpReadTransfer, put_file
 from guestfs_mount.vsphere.vijson import ViJsonClient, speaks_vi_json
 
@@ -367,3 +368,30 @@ class RestClient(DialectClient):
                                    directory or "(temp)", **body)
         return expect(result, str, "temporary path")
 
+    # ------------------------------------------------------------------------------------- programs
+    def _processes(self, vm: str, tail: str) -> str:
+        return f"/api/vcenter/vm/{quote(vm, safe='')}/guest/processes{tail}"
+
+    async def start_program(self, vm, creds, program: GuestProgram) -> int:
+        spec: dict = {"path": program.path, "arguments": program.arguments}
+        if program.working_directory:
+            spec["working_directory"] = program.working_directory
+        if program.env is not None:
+            spec["environment_variables"] = dict(program.env)
+        pid = await self._guest("POST", vm, creds, self._processes(vm, "?action=create"), program.path, spec=spec)
+        return expect(pid, int, "process id")
+
+    async def list_processes(self, vm, creds, pids) -> list[GuestProcess]:
+        found = []
+        for pid in pids:
+            try:
+                info = await self._guest("POST", vm, creds, self._processes(vm, f"/{int(pid)}?action=get"),
+                                         f"process {pid}")
+            except VSphereError as e:
+                if getattr(e, "fault", None) == "NOT_FOUND":
+                    continue  # the agent has no record of it (any more)
+                raise
+            found.append(GuestProcess(pid=int(pid), exit_code=field(info, "exit_code", int, "process info", default=None),
+                                      end_time=parse_time(info.get("finished") if isinstance(info, dict) else None,
+                                                          "finished")))
+        return found

@@ -15,7 +15,8 @@ from guestfs_mount.vsphere.faultmap import vi_fault_error
 from guestfs_mount.vsphere.faults import GuestFileError, ProtocolError, UnsupportedVCenter
 from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
 from guestfs_mount.vsphere.http import connection_error, decode_json, expect, field, send
-from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestCredentials, GuestFileInfo, VMInfo
+from guestfs_mount.vsphere.model import (FileAttributes, FileType, GuestCredentials, GuestFileInfo, GuestProcess,
+                                       GuestProgram, VMInfo)
 from guestfs_mount.vsphere.transfer import HttpReadTransfer, put_file
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class ViJsonClient(DialectClient):
         self.base = f"/sdk/vim25/{release}"
         self._content: dict = {}
         self._file_manager = ""
+        self._process_manager = ""  # asked for at the first guest program
         self._vm_windows: dict[str, bool] = {}
         self.hosts.reader = self.read_properties
 
@@ -97,11 +99,13 @@ class ViJsonClient(DialectClient):
     async def _invoke(self, mo_type: str, mo_id: str, method: str, body: dict | None = None, **kw) -> Any:
         return await self._request("POST", mo_type, mo_id, method, body, **kw)
 
-    async def _guest(self, method: str, vm: str, creds: GuestCredentials, path: str, **body) -> Any:
+    async def _guest(self, method: str, vm: str, creds: GuestCredentials, path: str, *,
+                     manager: tuple[str, str] | None = None, **body) -> Any:
+        """A guest call on the GuestFileManager (or `manager`, (type, moId)); `path` names the file in errors."""
+        mo_type, mo_id = manager or ("GuestFileManager", self._file_manager)
         full = {"vm": moref("VirtualMachine", vm), "auth": guest_auth(creds), **body}
         return await self.guest_call(
-            vm, f"{method} {path}",
-            lambda: self._invoke("GuestFileManager", self._file_manager, method, full, path=path, vm=vm))
+            vm, f"{method} {path}", lambda: self._invoke(mo_type, mo_id, method, full, path=path, vm=vm))
 
     # ------------------------------------------------------------------------------------- session
     async def start(self) -> None:
@@ -328,6 +332,32 @@ class ViJsonClient(DialectClient):
             body["directoryPath"] = directory
         result = await self._guest(method, vm, creds, directory or "(temp)", **body)
         return expect(result, str, f"{method} result")
+
+    # ------------------------------------------------------------------------------------- programs
+    async def _processes(self) -> tuple[str, str]:
+        if not self._process_manager:
+            pm = await self._request("GET", "GuestOperationsManager", self._mo("guestOperationsManager"),
+                                     "processManager")
+            self._process_manager = field(pm, "value", str, "GuestOperationsManager.processManager")
+        return "GuestProcessManager", self._process_manager
+
+    async def start_program(self, vm, creds, program: GuestProgram) -> int:
+        spec: dict = {"_typeName": "GuestProgramSpec", "programPath": program.path, "arguments": program.arguments}
+        if program.working_directory:
+            spec["workingDirectory"] = program.working_directory
+        if program.env is not None:
+            spec["envVariables"] = [f"{name}={value}" for name, value in program.env.items()]
+        pid = await self._guest("StartProgramInGuest", vm, creds, program.path, manager=await self._processes(),
+                                spec=spec)
+        return expect(pid, int, "StartProgramInGuest result")
+
+    async def list_processes(self, vm, creds, pids) -> list[GuestProcess]:
+        found = await self._guest("ListProcessesInGuest", vm, creds, f"processes {list(pids)}",
+                                  manager=await self._processes(), pids=list(pids))
+        return [GuestProcess(pid=field(p, "pid", int, "GuestProcessInfo"),
+                             exit_code=field(p, "exitCode", int, "GuestProcessInfo", default=None),
+                             end_time=parse_time(p.get("endTime"), "endTime"))
+                for p in expect(found or [], list, "ListProcessesInGuest result")]
 
 
 def guest_auth(creds: GuestCredentials) -> dict:

@@ -1,7 +1,8 @@
 """Mount guestfs-mount for a test, driven by real programs.
 
 `mounted_guestfs(tmp, api)` starts the simulator (tests/helpers/simulator.py) with one Linux VM `vm1` (or the
-Linux VMs named in `vms=`), writes a 0600 config file (`mount_config=` adds keys to its [mount] table) and runs `python -m guestfs_mount MP --config FILE --foreground` through `mounting.mounted`,
+Linux VMs named in `vms=`), writes a 0600 config file (`mount_config=` adds keys to its [mount] table,
+`login_config=` to its [vms.default] table, e.g. `exec = true`) and runs `python -m guestfs_mount MP --config FILE --foreground` through `mounting.mounted`,
 which always unmounts: the real command line, the real client and the real simulator over real sockets.
 """
 
@@ -76,7 +77,7 @@ class GuestMount:
 
 
 def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, attr_ttl: float, dir_ttl: float,
-                 extra: str = "") -> None:
+                 extra: str = "", login_extra: str = "") -> None:
     path.write_text(textwrap.dedent(f"""\
         [vcenter]
         url = "{url}"
@@ -86,6 +87,7 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, a
         [vms.default]
         username = "root"
         password = "vmware"
+        {login_extra}
         [cache]
         attr_ttl = {attr_ttl}
         dir_ttl = {dir_ttl}
@@ -101,7 +103,7 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, a
 def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_ttl: float = 5.0,
                     setup: Callable[[Path], None] | None = None,
                     extra_args: tuple[str, ...] = (), vms: tuple[str, ...] = (VM,),
-                    mount_config: str = "") -> Iterator[GuestMount]:
+                    mount_config: str = "", login_config: str = "") -> Iterator[GuestMount]:
     root, mp = tmp / "vms", tmp / "mnt"
     for name in vms:
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,8 @@ def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(running_simulator(root, log_path=tmp / "sim.log"))
         cfg = tmp / "config.toml"
-        write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl, extra=mount_config)
+        write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl, extra=mount_config,
+                     login_extra=login_config)
         argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground", *extra_args]
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
         proc = stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
