@@ -8,10 +8,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.mounting import wait_until
 from tests.helpers.mountfs import mounted_guestfs
 from tests.test_mount import APIS, errno_of, run
 
@@ -41,6 +43,14 @@ def work(gm, request):
     name = request.node.name.replace("[", "_").replace("]", "")
     (gm.guest / name).mkdir()
     return gm.vm / name, gm.guest / name
+
+
+def _forget_own_records(gm) -> None:
+    """What the mount shows once the records of its own changes have expired (attr_ttl), without waiting for it:
+    SIGHUP makes it forget them, as `guestfs-mount refresh` does."""
+    done = gm.log().count("refreshed the whole mount")
+    os.kill(gm.proc.pid, signal.SIGHUP)
+    assert wait_until(lambda: gm.log().count("refreshed the whole mount") > done, 10)
 
 
 def _guest_and_local_targets(guest: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -105,7 +115,21 @@ def test_ln_makes_symlinks_and_hard_links_with_any_name(gm, work):
     os.utime(mnt / "absolute", (1_500_000_000, 1_500_000_000), follow_symlinks=False)  # touch -h
     assert os.lstat(guest / "absolute").st_mtime == 1_500_000_000
     assert os.stat(guest / "file").st_mtime != 1_500_000_000  # the target is not touched
-    assert os.lstat(mnt / "absolute").st_mtime == 1_500_000_000
+    assert os.lstat(mnt / "absolute").st_mtime == 1_500_000_000  # the mount's own record, until attr_ttl
+    # then what the guest reports: a link's target's times (the agent stats through links), never its own
+    os.utime(guest / "file", (1_200_000_000, 1_200_000_000))
+    _forget_own_records(gm)
+    assert os.lstat(mnt / "absolute").st_mtime == 1_200_000_000
+    assert os.lstat(guest / "absolute").st_mtime == 1_500_000_000
+    # a link made through the mount shows the time of its making, not its target's, so a program setting the
+    # target's mtime on it (rsync, when the target came first) is not told that it is set already
+    run("ln", "-s", "file", mnt / "fresh")
+    assert os.lstat(mnt / "fresh").st_mtime != 1_200_000_000
+    os.utime(mnt / "fresh", (1_200_000_000, 1_200_000_000), follow_symlinks=False)
+    assert os.lstat(guest / "fresh").st_mtime == 1_200_000_000
+    gm.reset_stats()
+    os.utime(mnt / "fresh", (1_200_000_000, 1_200_000_000), follow_symlinks=False)  # the mount set it: no program
+    assert "StartProgramInGuest" not in gm.stats()
 
 
 def test_what_a_failed_link_says(gm, work):
@@ -181,23 +205,50 @@ def _itemized(*args) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
+def _changed(lines: list[str]) -> list[str]:
+    """The itemized lines that say rsync changed something (sorted)."""
+    return sorted(line for line in lines if line[:1] in "<>ch.*")
+
+
+def _rsync_once_own_records_are_gone(gm, src: Path, dst: Path) -> list[str]:
+    """rsync -a SRC/ DST/ through the mount once its records of its own changes are gone (attr_ttl), so what it
+    shows is what the guest reports: it transfers no file; the lines that say what changed (guest calls counted
+    from its start)."""
+    _forget_own_records(gm)
+    gm.reset_stats()
+    lines = _itemized("--stats", f"{src}/", f"{dst}/")
+    assert "Number of regular files transferred: 0" in lines
+    return _changed(lines)
+
+
 def test_rsync_of_a_tree_with_links_leaves_the_guest_equal_to_the_source(gm, work, tmp_path):
     mnt, guest = work
     src = tmp_path / "src"
     _source_tree(src)
     run("rsync", "-a", f"{src}/", f"{mnt}/dst/")
-    # the guest's own files against the source: contents, modes, times of files, directories and links
+    # the guest's own files against the source: contents, modes, times of files, directories and links (a link's
+    # own times, which only touch -h in the guest sets and no guest call shows)
     assert _itemized("--dry-run", "--checksum", f"{src}/", f"{guest}/dst/") == []
-    gm.reset_stats()
-    second = _itemized("--stats", f"{src}/", f"{mnt}/dst/")
-    assert "Number of regular files transferred: 0" in second
-    # what changed: only the absolute link, which the mount shows inside the VM's directory (symlinks = "inside")
-    assert [line for line in second if line[:1] in "<>ch.*"] == ["cLc........ a/b/absolute -> /etc/hostname"]
+    # a second run once the mount's records of its own changes are gone (attr_ttl): the guest reports a link's
+    # target's times, so rsync sets again the times of each link whose target's times differ from the source
+    # link's (the dangling link's are zeros; /etc/hostname is dangling in the guest), one touch -h each, and
+    # transfers no file; the absolute link is also made again, as the mount shows it inside the VM's directory
+    # (symlinks = "inside")
+    assert _rsync_once_own_records_are_gone(gm, src, mnt / "dst") == [
+        ".L..t...... e/dangling -> dangling", "cLc.t...... a/b/absolute -> /etc/hostname"]
+    assert gm.stats().get("StartProgramInGuest") == 3  # ln -s and touch -h of absolute, touch -h of dangling
+    assert "InitiateFileTransferToGuest" not in gm.stats()
     assert _itemized("--dry-run", "--checksum", f"{src}/", f"{guest}/dst/") == []
+
+
+# every call that changes something in the guest
+CHANGES = {"StartProgramInGuest", "MoveFileInGuest", "ChangeFileAttributesInGuest", "InitiateFileTransferToGuest",
+           "MakeDirectoryInGuest", "DeleteFileInGuest"}
 
 
 def test_symlinks_raw_shows_targets_as_the_guest_has_them(tmp_path):
-    with mounted_guestfs(tmp_path, "vi-json", login_config="exec = true", mount_config='symlinks = "raw"\n') as gm:
+    with mounted_guestfs(tmp_path, "vi-json", attr_ttl=300.0, login_config="exec = true",
+                         mount_config='symlinks = "raw"\n') as gm:
         local, in_guest = _guest_and_local_targets(gm.guest, tmp_path)
         os.symlink(str(local), gm.guest / "abs")
         assert os.readlink(gm.vm / "abs") == str(local)
@@ -208,8 +259,13 @@ def test_symlinks_raw_shows_targets_as_the_guest_has_them(tmp_path):
         _source_tree(src)
         run("rsync", "-a", f"{src}/", f"{gm.vm}/dst/")
         assert _itemized("--dry-run", "--checksum", f"{src}/", f"{gm.guest}/dst/") == []
+        # within attr_ttl (300 s here) the mount shows the links' times it set itself: nothing to do
         gm.reset_stats()
-        assert [line for line in _itemized(f"{src}/", f"{gm.vm}/dst/") if line[:1] in "<>ch.*"] == []
-        changes = {"StartProgramInGuest", "MoveFileInGuest", "ChangeFileAttributesInGuest",
-                   "InitiateFileTransferToGuest", "MakeDirectoryInGuest", "DeleteFileInGuest"}
-        assert not changes & set(gm.stats()), gm.stats()
+        assert _changed(_itemized(f"{src}/", f"{gm.vm}/dst/")) == []
+        assert not CHANGES & set(gm.stats()), gm.stats()
+        # afterwards the guest's report, a link's target's times: the links whose targets' times differ from the
+        # source links' get touch -h again (one program each), and nothing else changes
+        assert _rsync_once_own_records_are_gone(gm, src, gm.vm / "dst") == [
+            ".L..t...... a/b/absolute -> /etc/hostname", ".L..t...... e/dangling -> dangling"]
+        assert {k: v for k, v in gm.stats().items() if k in CHANGES} == {"StartProgramInGuest": 2}
+        assert _itemized("--dry-run", "--checksum", f"{src}/", f"{gm.guest}/dst/") == []

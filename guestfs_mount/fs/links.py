@@ -11,9 +11,11 @@ import dataclasses
 import errno
 import logging
 import math
+import time
 
 import pyfuse3
 
+from guestfs_mount.fs.attrs import guest_time
 from guestfs_mount.fs.inodes import split
 from guestfs_mount.fs.symlinks import guest_target, shown_target
 from guestfs_mount.fs.vms import Target
@@ -26,8 +28,14 @@ log = logging.getLogger(__name__)
 
 class Links:
     def _as_shown(self, path: str, info: GuestFileInfo) -> GuestFileInfo:
-        """A symlink's record with its target as readlink shows it (settings.symlinks)."""
-        if info.type is not FileType.SYMLINK or self.settings.symlinks == "raw" or not info.symlink_target:
+        """A symlink's record as the mount shows it: the times this mount gave the link while it still knows them
+        (the guest reports its target's: metacache.py), its target as readlink shows it (settings.symlinks)."""
+        if info.type is not FileType.SYMLINK:
+            return info
+        own = self.cache.link_times(path)
+        if own is not None:
+            info = dataclasses.replace(info, **{f: t for f, t in zip(("mtime", "atime"), own) if t is not None})
+        if self.settings.symlinks == "raw" or not info.symlink_target:
             return info
         vm_name, *dirs = split(path)[0].split("/")
         vm = self.vms.known(vm_name)
@@ -73,9 +81,14 @@ class Links:
             raise
         raise pyfuse3.FUSEError(errno.EEXIST)
 
-    def _linked(self, path: str, info: GuestFileInfo) -> pyfuse3.EntryAttributes:
+    def _linked(self, path: str, info: GuestFileInfo, new_symlink: bool = False) -> pyfuse3.EntryAttributes:
         info = dataclasses.replace(info, name=split(path)[1])
         self.cache.put(path, info)
+        if new_symlink:
+            # the guest gave the new link the time of its making, and reports its target's: show the former, so a
+            # program setting the link's times (rsync) is not told they are already right when the target's are
+            now = guest_time(time.time())
+            self.cache.put_link_times(path, info, now, now)
         inode = self.inodes.inode_for(path)
         self.inodes.add_lookup(inode)
         return self._attrs(inode, info)
@@ -96,7 +109,7 @@ class Links:
             self.cache.forget(path)
             self._program_failed(target, e)
             raise
-        return self._linked(path, info)
+        return self._linked(path, info, new_symlink=True)
 
     async def _hardlink(self, old: str, new: str) -> pyfuse3.EntryAttributes:
         self._guest_level(new)
@@ -123,24 +136,31 @@ class Links:
 
     async def _set_symlink_attributes(self, path: str, info: GuestFileInfo, changes: dict) -> None:
         """chmod/chown/touch of a symlink itself (the guest file API would change its target's). Linux has no mode
-        for links (EOPNOTSUPP, as lchmod); an owner other than the link's is not supported (EPERM); times that
-        differ from the link's run `touch -h`."""
+        for links (EOPNOTSUPP, as lchmod); an owner other than the one shown is not supported (EPERM). Times run
+        `touch -h`. The guest never shows a link's own times (only its target's), so an mtime is always set unless
+        this mount gave the link that very mtime within attr_ttl; an atime equal to the one shown is taken as "keep
+        it" (rsync passes back the atime it read) unless it can share the mtime's run."""
         if "permissions" in changes:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         for field in ("uid", "gid"):
             if field in changes and changes[field] != getattr(info, field):
                 raise pyfuse3.FUSEError(errno.EPERM)
-        times = {f: changes[f] for f in ("mtime", "atime") if f in changes
-                 and (getattr(info, f) is None or math.floor(getattr(info, f)) != changes[f])}
-        if not times:
+        own_mtime, own_atime = self.cache.link_times(path) or (None, None)
+        shown_atime = self._as_shown(path, info).atime
+        mtime, atime = changes.get("mtime"), changes.get("atime")
+        if mtime == own_mtime:
+            mtime = None
+        if atime is not None and atime != mtime and shown_atime is not None and math.floor(shown_atime) == atime:
+            atime = None
+        if mtime is None and atime is None:
             return
         target = await self._program_target(path)
         try:
-            now = await guestprograms.set_symlink_times(self.client, target.vm.id, target.creds, target.guest_path,
-                                                        times.get("mtime"), times.get("atime"))
+            await guestprograms.set_symlink_times(self.client, target.vm.id, target.creds, target.guest_path,
+                                                  mtime, atime)
         except VSphereError as e:
             self.cache.forget(path)
             self._program_failed(target, e)
             raise
-        if now is not None:
-            self.cache.put(path, dataclasses.replace(now, name=split(path)[1]), in_place=True)
+        self.cache.put_link_times(path, info, mtime if mtime is not None else own_mtime,
+                                  atime if atime is not None else own_atime)

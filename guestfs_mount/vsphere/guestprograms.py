@@ -9,9 +9,11 @@ double-quoted `"$NAME"` to exactly its value: no splitting, globbing, command su
 whatever the value holds (spaces, quotes, `$`, backquotes, newlines, a leading `-`).
 
 Learning that a program is done: the agent notices a program's end on a one-second timer, so its exit code comes a
-second after the start at best. The effect of these programs is visible sooner: right after the start the new path
-is stat'ed, and when it already shows the link (or the times) that was asked for, the exit code is not waited for.
-Otherwise ListProcessesInGuest is asked with backoff until the program has ended or `timeout` passes.
+second after the start at best. The effect of `ln` is visible sooner: right after the start the new path is
+stat'ed, and when it already shows the link that was asked for, the exit code is not waited for. Otherwise, and
+always for `touch -h`, ListProcessesInGuest is asked with backoff until the program has ended or `timeout` passes:
+a link's own times cannot be seen through the guest file API at all (the agent stats through a link and reports
+its target's mode, owner and times; open-vm-tools vixTools.c), so only the exit code tells that they were set.
 
 An exit code says no errno (`ln` exits 1 whatever failed). After a failure the paths involved are stat'ed: the new
 name exists -> EEXIST; its directory is missing -> ENOENT, is not a directory -> ENOTDIR; a hard link's source is
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import posixpath
 from typing import Awaitable, Callable, Sequence, TypeVar
 
@@ -177,34 +178,21 @@ async def make_hardlink(client: GuestFiles, vm: str, creds: GuestCredentials, ol
 
 
 async def set_symlink_times(client: GuestFiles, vm: str, creds: GuestCredentials, path: str,
-                            mtime: float | None, atime: float | None,
-                            timeout: float = DEFAULT_TIMEOUT) -> GuestFileInfo | None:
+                            mtime: float | None, atime: float | None, timeout: float = DEFAULT_TIMEOUT) -> None:
     """The times of the symlink `path` itself (`touch -h`; ChangeFileAttributesInGuest would set its target's):
-    one run when both are given and equal, else one per time given. The link's record after, or None when nothing
-    was to be set."""
+    one run when both are given and equal, else one per time given. Set when each run exits with 0: no stat can
+    tell (the guest reports the target's times), so none is made unless a run failed (to tell ENOENT from EPERM)."""
     runs = []
     if mtime is not None and atime is not None and int(mtime) == int(atime):
         runs.append(("", int(mtime)))
     else:
         runs += [("-m", int(mtime))] if mtime is not None else []
         runs += [("-a", int(atime))] if atime is not None else []
-    info = None
     for flag, when in runs:
         what = f"touch -h of {path}"
-
-        async def done(flag=flag, when=when) -> GuestFileInfo | None:
-            if flag == "-a":
-                return None  # reading a link (the stat does) moves its atime: only the exit code tells
-            now = await _stat(client, vm, creds, path)
-            return now if now is not None and now.mtime is not None and math.floor(now.mtime) == when else None
-
         argv = ["-h", *([flag] if flag else []), "-d", f"@{when}", "--", path]
-        code, info = await _run(client, vm, creds, program(TOUCH, argv), what, done, timeout)
-        if info is None:
-            if code == 0:
-                info = await _stat(client, vm, creds, path)  # the agent may show times the guest rounds
-                if info is not None:
-                    continue
+        pid = await start(client, vm, creds, program(TOUCH, argv))
+        code = await exit_code(client, vm, creds, pid, what, timeout)
+        if code != 0:
             exists = await _stat(client, vm, creds, path) is not None
             raise _failed(what, code, errno.EPERM if exists else errno.ENOENT, vm, path)
-    return info
