@@ -100,7 +100,7 @@ MOUNT_KEYS: _Schema = {
     "stop_timeout": _POS_NUMBER,
 }
 TABLES = {"vcenter": VCENTER_KEYS, "vms": None, "cache": CACHE_KEYS, "mount": MOUNT_KEYS}
-API_CHOICES = ("auto", "vi-json", "rest")
+API_CHOICES = ("auto", "vi-json", "soap", "rest")
 
 
 @dataclass(frozen=True)

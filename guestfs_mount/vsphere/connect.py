@@ -11,6 +11,7 @@ import httpx
 from guestfs_mount.vsphere.guestfiles import ClientConfig, GuestFiles
 from guestfs_mount.vsphere.http import connection_error, make_api_client
 from guestfs_mount.vsphere.rest import RestClient
+from guestfs_mount.vsphere.soap import SoapClient, speaks_soap
 from guestfs_mount.vsphere.vijson import RELEASE, ViJsonClient
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,10 @@ async def connect(config: ClientConfig) -> AsyncIterator[GuestFiles]:
     try:
         api = config.api
         if api == "auto":
-            api = "vi-json" if await speaks_vi_json(http) else "rest"
+            # SOAP before REST: its listings carry every attribute, and it is all a standalone ESXi host speaks
+            api = "vi-json" if await speaks_vi_json(http) else "soap" if await speaks_soap(http) else "rest"
             log.info("vCenter %s: using the %s API", config.url, api)
-        client = ViJsonClient(config, http) if api == "vi-json" else RestClient(config, http)
+        client = {"vi-json": ViJsonClient, "soap": SoapClient, "rest": RestClient}[api](config, http)
         await client.start()
     except BaseException:
         await http.aclose()
