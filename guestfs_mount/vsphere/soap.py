@@ -156,9 +156,9 @@ class SoapClient(ViJsonClient):
     def _learn_version(self, content: Any) -> None:
         """Without a versions document, talk the server's own version (capped at ours) from here on."""
         about = content.get("about") if isinstance(content, dict) else None
-        version = newest_common([about.get("apiVersion")] if isinstance(about, dict) else [])
-        if version:
-            self._soap_version = version
+        theirs = about.get("apiVersion") if isinstance(about, dict) else None
+        if (version := _version(theirs)) is not None:
+            self._soap_version = ".".join(map(str, min(version, NEWEST)))
         self._version_known = True
 
     # ------------------------------------------------------------------------------------- session

@@ -39,6 +39,7 @@ _TAIL = "</soapenv:Body>\n</soapenv:Envelope>"
 
 # XML 1.0 cannot carry these, not even as character references; lone surrogates are undecodable file names
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_MOREFS = {st.MOREF, "ManagedObject"}
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -215,7 +216,8 @@ def _decode(elem: Element, declared: str | None, what: str, depth: int) -> Any:
     if elem.get(_XSI_NIL) in ("true", "1"):
         return None
     actual = _type_of(elem) or (declared if declared != st.ANY else None)
-    if actual == st.MOREF or (actual is None and elem.get("type") is not None and len(elem) == 0):
+    # a MoRef is text with a `type` attribute (pyVmomi labels one in an anyType slot xsi:type="ManagedObject")
+    if actual in _MOREFS or (elem.get("type") is not None and len(elem) == 0 and actual not in st.PRIMITIVES):
         return _decode_moref(elem, what)
     if actual is None:
         if len(elem):
