@@ -21,6 +21,7 @@ from guestfs_mount.vsphere.model import FileAttributes, GuestCredentials
 from guestfs_mount.vsphere.soap import SoapClient, newest_common
 from tests.helpers.badserver import Answer, bad_server
 from tests.helpers.simulator import running_simulator
+from tests.helpers.soapanswers import billion_laughs, envelope, fault
 
 pytest.importorskip("pyVmomi")
 
@@ -67,13 +68,6 @@ def pyvmomi_fetch(mo, prop: str) -> bytes:
                      params=(V.Object(name="prop", type=str, version=VERSION, flags=0),), isTask=False,
                      resultFlags=info.flags, result=info.type, methodResult=info.type)
     return STUB.SerializeRequest(mo, fetch, (prop,))
-
-
-def envelope(method: str, returnval: str) -> bytes:
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
-            'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
-            f'<soapenv:Body><{method}Response xmlns="urn:vim25">{returnval}</{method}Response></soapenv:Body>'
-            "</soapenv:Envelope>").encode()
 
 
 def pyvmomi_answer(method: str, value, vmodl_type) -> bytes:
@@ -270,7 +264,7 @@ def test_guest_answers_decode_typed():
     assert decode(envelope("DeleteFileInGuest", ""), "DeleteFileInGuest") is None
 
 
-@pytest.mark.parametrize("fault, fields", [
+@pytest.mark.parametrize("vim_fault, fields", [
     (vim.fault.FileNotFound(file="/x"), {"file": "/x"}),
     (vim.fault.InvalidPowerState(existingState="poweredOff", requestedState="poweredOn"),
      {"existingState": "poweredOff", "requestedState": "poweredOn"}),
@@ -279,7 +273,8 @@ def test_guest_answers_decode_typed():
     (vim.fault.NotAuthenticated(privilegeId="System.View"), {"privilegeId": "System.View"}),
     (vim.fault.GuestProcessNotFound(pid=42), {"pid": 42}),
 ])
-def test_faults_as_pyvmomi_writes_them_become_vi_fault_dicts(fault, fields):
+def test_faults_as_pyvmomi_writes_them_become_vi_fault_dicts(vim_fault, fields):
+    fault = vim_fault
     fault.faultMessage = [vmodl.LocalizableMessage(key="k", message="it failed")]
     kind = V.GetWsdlName(type(fault))
     detail = SerializeFaultDetail(fault, version=VERSION)  # <obj xsi:type="vim25:FileNotFound">: the class by xsi:type
@@ -366,14 +361,7 @@ async def test_without_a_versions_document_the_servers_api_version_is_used():
 
 
 # ------------------------------------------------------------------------------------------- nonsense
-FAULT_UNKNOWN = envelope("x", "").replace(
-    b"<soapenv:Body><xResponse xmlns=\"urn:vim25\"></xResponse></soapenv:Body>",
-    b"<soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>the flux capacitor</faultstring>"
-    b'<detail><FluxCapacitorFault xmlns="urn:vim25" xsi:type="FluxCapacitorFault"><gigawatts>1.21</gigawatts>'
-    b"</FluxCapacitorFault></detail></soapenv:Fault></soapenv:Body>")
-LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-          + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10) for i in range(1, 10))
-          + b"]>" + envelope("RetrieveServiceContent", "<returnval>&lol9;</returnval>").split(b"?>", 1)[1])
+FAULT_UNKNOWN = fault("FluxCapacitor", "the flux capacitor", "<gigawatts>1.21</gigawatts>")
 
 
 @pytest.mark.parametrize("status, body, says", [
@@ -381,7 +369,7 @@ LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
     (503, b"<html><body>maintenance", "not XML"),
     (200, envelope("RetrieveServiceContent", "<returnval><rootFolder type=\"Folder\">g</rootFolder>")[:-40], "not XML"),
     (200, b"", "not XML"),
-    (200, LAUGHS, "DTD"),
+    (200, billion_laughs("RetrieveServiceContent"), "DTD"),
     (200, envelope("Login", ""), "not RetrieveServiceContentResponse"),
     (500, envelope("RetrieveServiceContent", ""), "no SOAP fault"),
 ])
@@ -399,7 +387,7 @@ def test_a_fault_of_an_unknown_class_keeps_its_name_and_maps_to_eio():
     with pytest.raises(soapcodec.SoapFault) as e:
         decode(FAULT_UNKNOWN, "MakeDirectoryInGuest", status=500)
     error = vi_fault_error(e.value.body, path="/d", vm="vm-1")
-    assert error.fault == "FluxCapacitorFault"  # its xsi:type names it
+    assert error.fault == "FluxCapacitor"  # its xsi:type names it
     assert error.errno == errno.EIO and "flux capacitor" in str(error)
 
 

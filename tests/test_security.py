@@ -54,7 +54,7 @@ def mount_options(mp: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ secrets
-@pytest.mark.parametrize("api", ["vi-json", "rest"])
+@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
 def test_secrets_never_in_the_log_argv_errors_or_status(tmp_path, api):
     """A --debug mount whose vCenter password comes from a file and whose guest passwords come from the
     environment (right) and a file (wrong, for vm2) does everything that logs: reads, writes, a refused guest
@@ -164,8 +164,8 @@ def test_tls_with_the_ca_works_and_insecure_works_with_a_loud_warning(tmp_path):
 
 def test_a_transfer_host_with_another_certificate_is_refused_through_the_mount(tmp_path):
     """The simulator names 127.0.0.2 in its transfer URLs, and there a proxy presents a certificate from another
-    CA that the config trusts too (ca_file holds both CAs). The VI/JSON dialect pins the ESXi certificate that
-    vCenter reports, so its download is refused although normal TLS verification would pass; the REST dialect
+    CA that the config trusts too (ca_file holds both CAs). The VI/JSON and SOAP dialects pin the ESXi certificate
+    that vCenter reports, so its download is refused although normal TLS verification would pass; the REST dialect
     has no host certificate to pin (API.md §1.6) and, through the same proxy, reads the file: the refusal is the
     pin's doing."""
     root = tmp_path / "vms"
@@ -180,7 +180,7 @@ def test_a_transfer_host_with_another_certificate_is_refused_through_the_mount(t
         bundle = tmp_path / "both-cas.pem"
         bundle.write_text(Path(sim.ca_path).read_text() + other.cert_pem.bytes().decode())
         results = {}
-        for api in ("vi-json", "rest"):
+        for api in ("vi-json", "soap", "rest"):
             (tmp_path / "mount.log").unlink(missing_ok=True)
             body = _tls_config(tmp_path, sim.url, api, extra=f'ca_file = "{bundle}"\n')
             with mounted_with(tmp_path, sim, body, api) as gm:
@@ -190,13 +190,14 @@ def test_a_transfer_host_with_another_certificate_is_refused_through_the_mount(t
                 upload = run("cp", "/etc/hostname", gm.vm / f"up-{api}")
                 results[api] = (done, took, upload, gm.log())
                 assert "secret.txt" in os.listdir(gm.vm)  # the mount is up
-    refused, took, upload, log = results["vi-json"]
-    assert refused.returncode == 1 and refused.stdout == "", refused
-    assert took < 10
     pin = "the ESXi host's TLS certificate is not the one vCenter reports for that host"
-    assert re.search(f"WARNING .*download of vm1/secret.txt failed: .*{pin}", log), log
-    assert upload.returncode == 1 and not (root / "vm1/up-vi-json").exists(), upload
-    assert re.search(f"ERROR .*upload of vm1/up-vi-json failed .*{pin}.*kept in", log), log
+    for api in ("soap", "vi-json"):  # both read the host's certificate from the inventory and pin it
+        refused, took, upload, log = results[api]
+        assert refused.returncode == 1 and refused.stdout == "", refused
+        assert took < 10
+        assert re.search(f"WARNING .*download of vm1/secret.txt failed: .*{pin}", log), log
+        assert upload.returncode == 1 and not (root / f"vm1/up-{api}").exists(), upload
+        assert re.search(f"ERROR .*upload of vm1/up-{api} failed .*{pin}.*kept in", log), log
     assert results["rest"][0].returncode == 0 and results["rest"][0].stdout == "for the right host only\n"
     assert results["rest"][2].returncode == 0 and (root / "vm1/up-rest").exists()
     print(f"FIGURES pinning: vi-json cat -> {refused.stderr.strip()!r} in {took * 1000:.0f} ms, cp in -> "
