@@ -14,6 +14,7 @@ holding the fault as the dict VI/JSON would have sent (`_typeName` = the detail'
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
@@ -213,6 +214,8 @@ def _decode(elem: Element, declared: str | None, what: str, depth: int) -> Any:
     """One element as the declared type says (or its xsi:type, which wins: subtypes, anyType slots)."""
     if depth > MAX_DEPTH:
         raise ProtocolError(f"{what}: the answer is nested deeper than {MAX_DEPTH} levels")
+    if not elem.attrib and declared in st.PRIMITIVES and not len(elem):  # most of a listing: be quick
+        return _primitive(elem.text or "", declared, what, elem.tag)
     if elem.get(_XSI_NIL) in ("true", "1"):
         return None
     actual = _type_of(elem) or (declared if declared != st.ANY else None)
@@ -239,7 +242,7 @@ def _decode(elem: Element, declared: str | None, what: str, depth: int) -> Any:
 
 
 def _decode_object(elem: Element, type_name: str | None, what: str, depth: int) -> dict:
-    declared = dict(st.fields(type_name)) if type_name else {}
+    declared = st.field_slots(type_name) if type_name else {}
     out: dict = {"_typeName": type_name} if type_name else {}
     seen_once: set[str] = set()
     for child in elem:
@@ -272,7 +275,7 @@ def _primitive(text: str, kind: str, what: str, name: str) -> Any:
     if kind == "boolean":
         value = _BOOLEANS.get(text.strip().lower())
         if value is None:
-            raise ProtocolError(f"{what}: {name} {text[:40]!r} is not a boolean")
+            raise ProtocolError(f"{what}: {_local(name)} {text[:40]!r} is not a boolean")
         return value
     try:
         if kind in st.INTEGERS:
@@ -280,7 +283,7 @@ def _primitive(text: str, kind: str, what: str, name: str) -> Any:
         if kind in st.FLOATS:
             return float(text.strip())
     except ValueError:
-        raise ProtocolError(f"{what}: {name} {text[:40]!r} is not an xsd:{kind}") from None
+        raise ProtocolError(f"{what}: {_local(name)} {text[:40]!r} is not an xsd:{kind}") from None
     return text
 
 
@@ -289,6 +292,7 @@ def _type_of(elem: Element) -> str | None:
     return _local(kind) if kind else None
 
 
+@lru_cache(maxsize=1024)
 def _local(name: str) -> str:
     """`{ns}tag` -> tag; a QName value (`xsd:string`, `vim25:Foo`) -> its local part."""
     return name.rpartition("}")[2].rpartition(":")[2]

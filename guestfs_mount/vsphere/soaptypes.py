@@ -14,6 +14,8 @@ fields not listed still decode (by their xsi:type, or as text), so a newer serve
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 MOREF = "ManagedObjectReference"
 ANY = "anyType"
 
@@ -206,6 +208,7 @@ METHODS: dict[str, tuple[tuple[tuple[str, Slot], ...], Slot | None]] = {
 PROPERTIES: dict[tuple[str, str], Slot] = {key: Slot(kind) for key, kind in _PROPERTIES.items()}
 
 
+@lru_cache(maxsize=None)
 def fields(type_name: str) -> tuple[tuple[str, Slot], ...]:
     """Every field of a data type, inherited ones first (the wire order); () for a type not in the table."""
     chain = []
@@ -215,6 +218,12 @@ def fields(type_name: str) -> tuple[tuple[str, Slot], ...]:
         chain.append(own)
         kind = base
     return tuple(f for own in reversed(chain) for f in own)
+
+
+@lru_cache(maxsize=None)
+def field_slots(type_name: str) -> dict[str, Slot]:
+    """`fields()` by name (answers are decoded by field name)."""
+    return dict(fields(type_name))
 
 
 def is_data_type(type_name: str | None) -> bool:
