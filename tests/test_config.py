@@ -50,10 +50,15 @@ def test_good_config_loads(tmp_path):
     assert [l.pattern for l in config.vm_logins] == ["default", "web-*", "web-01"]
 
 
+@pytest.mark.parametrize("api", ["auto", "vi-json", "soap", "rest"])
+def test_every_dialect_is_a_valid_api(tmp_path, api):
+    assert load(write(tmp_path, GOOD.replace('api = "auto"', f'api = "{api}"'))).vcenter["api"] == api
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (('api = "auto"', 'api = "soap"'), "[vcenter] api must be one of"),
+        (('api = "auto"', 'api = "corba"'), "[vcenter] api must be one of"),
         (('url = "https://vcenter.example.com"', 'url = "ftp://x"'), "[vcenter] url must look like"),
         (('url = "https://vcenter.example.com"', 'url = "https://vc/sdk"'), "no path"),
         (("attr_ttl = 2.5", "attr_ttl = \"soon\""), "[cache] attr_ttl must be a number"),
