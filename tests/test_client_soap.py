@@ -409,3 +409,19 @@ def test_a_name_xml_cannot_carry_is_refused_before_sending():
         soapcodec.request("DeleteFileInGuest", {"type": "GuestFileManager", "value": "fm"}, {"filePath": "/a\x01b"})
     data = soapcodec.request("DeleteFileInGuest", {"type": "GuestFileManager", "value": "fm"}, {"filePath": "/a\rb&"})
     assert ET.fromstring(data).find(".//{urn:vim25}filePath").text == "/a\rb&"  # CR survives XML's line endings
+
+
+def test_boxed_values_and_unknown_methods_encode_with_their_types():
+    """A value in an anyType slot goes with its xsi:type, a MoRef there as ManagedObjectReference; a method the table
+    does not know keeps the parameters in the order given."""
+    data = soapcodec.request("SetCustomValue", {"_typeName": "ManagedObjectReference", "type": "VirtualMachine",
+                                                "value": "vm-1"},
+                             {"key": "k", "value": {"_typeName": "int", "_value": 5},
+                              "list": {"_typeName": "ArrayOfString", "_value": ["a", "b"]},
+                              "ref": {"_typeName": "ManagedObjectReference", "type": "Folder", "value": "f"}})
+    call = ET.fromstring(data).find(".//{urn:vim25}SetCustomValue")
+    xsi = "{http://www.w3.org/2001/XMLSchema-instance}type"
+    assert [c.tag.split("}")[1] for c in call] == ["_this", "key", "value", "list", "ref"]
+    assert (call[2].get(xsi), call[2].text) == ("xsd:int", "5")
+    assert call[3].get(xsi) == "ArrayOfString" and [c.text for c in call[3]] == ["a", "b"]
+    assert (call[4].get("type"), call[4].text, call[4].get(xsi)) == ("Folder", "f", None)

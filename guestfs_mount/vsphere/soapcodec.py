@@ -87,9 +87,8 @@ def _encode(out: list[str], tag: str, value: Any, declared: str | None, array: b
         if kind == st.MOREF:
             _moref(out, tag, value, f' xsi:type="{st.MOREF}"' if declared == st.ANY else "")
         elif "_value" in value:  # a boxed value (an anyType slot): its type goes along
-            box = kind if kind not in st.PRIMITIVES else f"xsd:{'string' if kind in ('TypeName', 'PropertyPath', 'MethodName', 'Link') else kind}"
             inner = value["_value"]
-            out.append(f'<{tag} xsi:type="{box}">')
+            out.append(f'<{tag} xsi:type="{_box_type(kind)}">')
             if isinstance(inner, list):
                 item = st.array_item(kind)
                 for element in inner:
@@ -106,6 +105,13 @@ def _encode(out: list[str], tag: str, value: Any, declared: str | None, array: b
     out.append(f"<{tag}>{_scalar(value)}</{tag}>")
 
 
+def _box_type(kind: str) -> str:
+    """The xsi:type of a boxed value: `xsd:int`; vmodl's string types travel as `xsd:string`; others by name."""
+    if kind not in st.PRIMITIVES:
+        return kind
+    return "xsd:string" if kind in ("TypeName", "PropertyPath", "MethodName", "Link") else f"xsd:{kind}"
+
+
 def _encode_fields(out: list[str], value: dict, type_name: str | None) -> None:
     rest = {k: v for k, v in value.items() if k != "_typeName" and v is not None}
     for name, slot in st.fields(type_name) if type_name else ():
@@ -116,7 +122,8 @@ def _encode_fields(out: list[str], value: dict, type_name: str | None) -> None:
 
 
 def _moref(out: list[str], tag: str, ref: dict, typed: str) -> None:
-    out.append(f'<{tag}{typed} type="{_text(ref.get("type", ""), attribute=True)}">{_text(ref.get("value", ""))}</{tag}>')
+    mo_type, value = _text(ref.get("type", ""), attribute=True), _text(ref.get("value", ""))
+    out.append(f'<{tag}{typed} type="{mo_type}">{value}</{tag}>')
 
 
 def _scalar(value: Any) -> str:
