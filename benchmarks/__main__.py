@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--json FILE] [--latency-ms 0,50] [--api vi-json,rest] [--only NAME ...]`"""
+"""`python -m benchmarks [--quick] [--json FILE] [--latency-ms 0,50] [--api vi-json,soap,rest] [--only NAME ...]`"""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="FILE", help="write every figure by name, per latency and dialect, here")
     parser.add_argument("--markdown", metavar="FILE", help="write the table and the machine as Markdown here")
     parser.add_argument("--latency-ms", metavar="N,N", help="simulator latencies per API call (default 0,50)")
-    parser.add_argument("--api", metavar="A,A", help="dialects, the first is the summary's (default vi-json,rest)")
+    parser.add_argument("--api", metavar="A,A", help="dialects, the first is the summary's (default vi-json,soap,rest)")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(CASES),
                         help=f"run only these cases ({', '.join(CASES)})")
     parser.add_argument("--workdir", metavar="DIR", help="parent of the temp dir for big files (default: the system "
@@ -45,9 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.product = args.product.resolve()
     args.latencies = [int(x) for x in (args.latency_ms or ("0" if args.quick else "0,50")).split(",")]
-    args.apis = (args.api or ("vi-json" if args.quick else "vi-json,rest")).split(",")
+    args.apis = (args.api or ("vi-json" if args.quick else "vi-json,soap,rest")).split(",")
     for api in args.apis:
-        if api not in ("vi-json", "rest"):
+        if api not in ("vi-json", "soap", "rest"):
             parser.error(f"--api: unknown dialect {api!r}")
     args.cases = args.only or list(CASES)
     return args

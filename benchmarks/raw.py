@@ -1,14 +1,16 @@
 """The physical limit: transfers with no mount in between. A logged-in session initiates a transfer by a direct
-API call in the run's dialect (as the mount's client does), then the transfer URL is streamed by httpx (1 MiB
+API call in the run's dialect (as the mount's client does; SOAP by literal envelopes), then the transfer URL is streamed by httpx (1 MiB
 chunks) or curl."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import httpcore
 import httpx
@@ -36,7 +38,14 @@ class RawGuest:
         # sockets); one client for all, since making one costs ~40 ms (it loads the CA bundle)
         self.transfers = httpx.Client(timeout=120, headers={"Connection": "close"},
                                       limits=httpx.Limits(max_keepalive_connections=0))
-        if api == "vi-json":
+        if api == "soap":
+            r = self._soap("SessionManager", "SessionManager", "Login",
+                           "<userName>administrator@vsphere.local</userName><password>vmware</password>")
+            self.http.headers["Cookie"] = f"vmware_soap_session={_soap_cookie(r)}"
+            r = self._soap("SearchIndex", "SearchIndex", "FindByInventoryPath",
+                           f"<inventoryPath>Datacenter/vm/{VM}</inventoryPath>")
+            self.vm_id = _soap_text(r, "returnval")
+        elif api == "vi-json":
             r = self._vi("SessionManager", "SessionManager", "Login",
                          {"userName": "administrator@vsphere.local", "password": "vmware"})
             r.raise_for_status()
@@ -51,6 +60,24 @@ class RawGuest:
             r = self.http.get("/api/vcenter/vm", params={"names": VM})
             r.raise_for_status()
             self.vm_id = r.json()[0]["vm"]
+
+    def _soap(self, mo_type: str, mo_id: str, method: str, params: str) -> httpx.Response:
+        """A SOAP call with its parameters as XML (the simulator's fixed vCenter ids, as for VI/JSON below)."""
+        body = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/'
+                'soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>'
+                f'<{method} xmlns="urn:vim25"><_this type="{mo_type}">{mo_id}</_this>{params}</{method}>'
+                "</soapenv:Body></soapenv:Envelope>")
+        r = self.http.post("/sdk", content=body.encode(), headers={"Content-Type": "text/xml; charset=utf-8",
+                                                                    "SOAPAction": '"urn:vim25/8.0.3.0"'})
+        r.raise_for_status()
+        return r
+
+    def _soap_guest(self, method: str, params: str) -> str:
+        auth = ('<auth xsi:type="NamePasswordAuthentication"><interactiveSession>false</interactiveSession>'
+                "<username>root</username><password>vmware</password></auth>")
+        r = self._soap("GuestFileManager", "guestOperationsFileManager", method,
+                       f'<vm type="VirtualMachine">{self.vm_id}</vm>{auth}{params}')
+        return _soap_text(r, "url" if method == "InitiateFileTransferFromGuest" else "returnval")
 
     def _vi(self, mo_type: str, mo_id: str, method: str, body: dict) -> httpx.Response:
         return self.http.post(f"/sdk/vim25/{RELEASE}/{mo_type}/{mo_id}/{method}", json=body)
@@ -74,11 +101,18 @@ class RawGuest:
         return url.replace("://*", f"://{host}", 1)
 
     def download_url(self, guest_path: str) -> str:
+        if self.api == "soap":
+            return self._host(self._soap_guest("InitiateFileTransferFromGuest",
+                                               f"<guestFilePath>{escape(guest_path)}</guestFilePath>"))
         if self.api == "vi-json":
             return self._host(self._vi_guest("InitiateFileTransferFromGuest", guestFilePath=guest_path).json()["url"])
         return self._host(self._rest_create({"path": guest_path}))
 
     def upload_url(self, guest_path: str, size: int) -> str:
+        if self.api == "soap":
+            return self._host(self._soap_guest(
+                "InitiateFileTransferToGuest", f"<guestFilePath>{escape(guest_path)}</guestFilePath><fileAttributes "
+                f'xsi:type="GuestPosixFileAttributes"/><fileSize>{size}</fileSize><overwrite>true</overwrite>'))
         if self.api == "vi-json":
             return self._host(self._vi_guest("InitiateFileTransferToGuest", guestFilePath=guest_path,
                                              fileAttributes={"_typeName": "GuestPosixFileAttributes"},
@@ -88,6 +122,21 @@ class RawGuest:
     def close(self) -> None:
         self.http.close()
         self.transfers.close()
+
+
+def _soap_cookie(r: httpx.Response) -> str:
+    m = re.search(r'vmware_soap_session=("[^"]*"|[^;\s]*)', r.headers.get("set-cookie", ""))
+    if not m:
+        raise RuntimeError("SOAP Login set no vmware_soap_session cookie")
+    return m.group(1)
+
+
+def _soap_text(r: httpx.Response, tag: str) -> str:
+    """The text of the first <tag> in an answer (a URL or an id: no markup inside)."""
+    m = re.search(rf"<{tag}\b[^>]*>([^<]*)</{tag}>", r.text)
+    if not m:
+        raise RuntimeError(f"no <{tag}> in the SOAP answer: {r.text[:200]!r}")
+    return m.group(1).replace("&amp;", "&")
 
 
 def get_httpx(guest: RawGuest, guest_path: str) -> dict:

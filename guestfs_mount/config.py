@@ -103,7 +103,7 @@ MOUNT_KEYS: _Schema = {
     "symlinks": _STR,
 }
 TABLES = {"vcenter": VCENTER_KEYS, "vms": None, "cache": CACHE_KEYS, "mount": MOUNT_KEYS}
-API_CHOICES = ("auto", "vi-json", "rest")
+API_CHOICES = ("auto", "vi-json", "soap", "rest")
 TRANSFER_HOST_CHOICES = ("management-ip", "name", "vcenter")
 SYMLINK_CHOICES = ("inside", "raw")
 

@@ -69,10 +69,15 @@ def test_exec_is_per_login_and_symlinks_is_checked(tmp_path):
         assert expected in str(e.value)
 
 
+@pytest.mark.parametrize("api", ["auto", "vi-json", "soap", "rest"])
+def test_every_dialect_is_a_valid_api(tmp_path, api):
+    assert load(write(tmp_path, GOOD.replace('api = "auto"', f'api = "{api}"'))).vcenter["api"] == api
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (('api = "auto"', 'api = "soap"'), "[vcenter] api must be one of"),
+        (('api = "auto"', 'api = "corba"'), "[vcenter] api must be one of"),
         (('url = "https://vcenter.example.com"', 'url = "ftp://x"'), "[vcenter] url must look like"),
         (('url = "https://vcenter.example.com"', 'url = "https://vc/sdk"'), "no path"),
         (("attr_ttl = 2.5", "attr_ttl = \"soon\""), "[cache] attr_ttl must be a number"),

@@ -13,17 +13,21 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import ssl
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+import trustme
 
+from tests.helpers.badserver import Answer
 from tests.helpers.configmount import child_env, config_text, failed_start, mounted_with
+from tests.helpers.lyingproxy import lying_proxy
 from tests.helpers.simulator import running_simulator
 from tests.helpers.tcpproxy import TcpProxy
 
-APIS = ["vi-json", "rest"]
+APIS = ["vi-json", "soap", "rest"]
 HOSTS = "esx01.sim.invalid=127.0.0.11,esx02.sim.invalid=127.0.0.12"
 
 
@@ -80,7 +84,8 @@ def esx(tmp_path_factory):
 
 
 @pytest.mark.parametrize("api, policy, works", [
-    ("vi-json", None, True), ("vi-json", "name", False), ("vi-json", "vcenter", True), ("rest", None, True)])
+    ("vi-json", None, True), ("vi-json", "name", False), ("vi-json", "vcenter", True), ("soap", None, True),
+    ("rest", None, True)])
 def test_2_transfer_host_names_that_do_not_resolve(esx, tmp_path, api, policy, works):
     """Transfer URLs name esx01.sim.invalid: the default goes to its management address, "vcenter" to vCenter's
     (sending the host's name for TLS, as an SNI-routing proxy wants), both pinned to the host's certificate;
@@ -127,19 +132,37 @@ def test_3_4_vmotion_moves_the_pin_and_expired_certificates_are_pinned(esx, tmp_
 
 
 # ---------------------------------------------------------------------------------------------- 5
-def test_5_rest_without_vi_json_needs_ca_file(tmp_path):
-    """vCenter 8.0.0 speaks REST but not VI/JSON, so nothing tells the ESXi certificates: with vCenter trusted
-    through the system store (SSL_CERT_FILE) and no ca_file the mount refuses in one line saying so; with ca_file
-    it works."""
-    with sim_for(tmp_path, "--vc-version", "8.0.0", tls=True) as sim:
+def test_5_rest_without_vi_json_learns_esxi_certificates_through_soap(tmp_path):
+    """vCenter 8.0.0 speaks REST but not VI/JSON: the REST mount learns the ESXi certificates through the same
+    vCenter's SOAP API, so with vCenter trusted through the system store (SSL_CERT_FILE) and no ca_file it works,
+    pinned. Only where neither vim25 API answers (here a proxy that passes /api alone) is there nothing to learn
+    them from: the mount refuses in one line saying so."""
+    # the host's own self-signed certificate is trusted by nothing but a pin
+    with sim_for(tmp_path, "--vc-version", "8.0.0", "--hosts", "esx01.sim.invalid=127.0.0.11", tls=True) as sim:
         (sim.root / "vm1/f").write_text("via REST\n")
-        body = config_text(tmp_path, sim.url, "rest", vcenter_extra='password = "vmware"\n')
-        done = failed_start(tmp_path, body, env=child_env(SSL_CERT_FILE=sim.ca_path))
-        with mount(tmp_path, sim, "rest", "m") as gm:
+        sub = tmp_path / "soap"
+        sub.mkdir()
+        body = config_text(sub, sim.url, "rest", vcenter_extra='password = "vmware"\n')
+        with mounted_with(sub, sim, body, "rest", env=child_env(SSL_CERT_FILE=sim.ca_path)) as gm:
+            sim.reset_stats()
             assert run("cat", gm.vm / "f").stdout == "via REST\n"
+            stats = sim.stats()
+        assert stats.get("RetrievePropertiesEx", 0) >= 1, stats  # the host's certificate, read over SOAP
+        assert "transfers go to ESXi hosts by name" not in gm.log()
+
+        other = trustme.CA()
+        proxy_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        other.issue_cert("127.0.0.2", "localhost").configure_cert(proxy_tls)
+        other_ca = tmp_path / "proxy-ca.pem"
+        other.cert_pem.write_to_path(str(other_ca))
+        with lying_proxy(sim.url, tls=proxy_tls, upstream_ca=sim.ca_path) as proxy:
+            proxy.lie("/sdk", Answer(404, b"<html>no such page</html>", "text/html"))
+            body = config_text(tmp_path, proxy.url, "rest", vcenter_extra='password = "vmware"\n')
+            done = failed_start(tmp_path, body, env=child_env(SSL_CERT_FILE=str(other_ca)))
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1, done
     assert "REST API cannot tell which certificate an ESXi host presents" in lines[0]
+    assert "neither VI/JSON nor SOAP" in lines[0]
     assert "set ca_file" in lines[0] and "insecure = true" in lines[0]
 
 
@@ -158,7 +181,7 @@ def test_6_star_is_the_api_connections_host_and_port(tmp_path):
                     assert run("cp", "/etc/hostname", gm.vm / f"up-{api}").returncode == 0
             transfers = proxy.counts["transfer"]
     assert (sim.root / "vm1/up-rest").read_bytes() == Path("/etc/hostname").read_bytes()
-    assert transfers == 4  # two GETs and two PUTs, all through the forwarded port
+    assert transfers == 2 * len(APIS)  # a GET and a PUT per dialect, all through the forwarded port
 
 
 # ---------------------------------------------------------------------------------------------- 7
@@ -182,17 +205,21 @@ def test_7_rest_inventories_above_the_vm_list_limit(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- 8
-def test_8_old_vcenters_are_refused_in_one_line(tmp_path):
+def test_8_old_vcenters_are_reached_through_soap_and_the_other_dialects_refused_in_one_line(tmp_path):
     with sim_for(tmp_path, "--vc-version", "7.0.1") as sim:
-        auto = failed_start(tmp_path, config_text(tmp_path, sim.url, "auto", vcenter_extra='password = "vmware"\n'))
+        (sim.root / "vm1/f").write_text("7.0U1 through SOAP\n")
+        with mount(tmp_path, sim, "auto", "old") as gm:
+            assert run("cat", gm.vm / "f").stdout == "7.0U1 through SOAP\n"
+            assert "using the soap API" in gm.log()
+        rest = failed_start(tmp_path, config_text(tmp_path, sim.url, "rest", vcenter_extra='password = "vmware"\n'))
         vi = failed_start(tmp_path, config_text(tmp_path, sim.url, "vi-json", vcenter_extra='password = "vmware"\n'))
     with sim_for(tmp_path, "--vc-version", "7.0.2") as sim:
         (sim.root / "vm1/f").write_text("7.0U2 is enough\n")
-        with mount(tmp_path, sim, "auto", "m") as gm:
+        with mount(tmp_path, sim, "rest", "m") as gm:  # (`auto` takes SOAP there: its listings carry more)
             assert run("cat", gm.vm / "f").stdout == "7.0U2 is enough\n"
-            assert "using the rest API" in gm.log()
-    for done, words in ((auto, ["vCenter 7.0.1 (7.0.1.00000) is older than 7.0U2", "SOAP"]),
-                        (vi, ["no VI/JSON API", 'api = "rest"'])):
+            assert "(rest dialect)" in gm.log()
+    for done, words in ((rest, ["vCenter 7.0.1 (7.0.1.00000) is older than 7.0U2", 'api = "soap"']),
+                        (vi, ["no VI/JSON API", 'api = "soap"'])):
         errors = [line for line in done.stderr.strip().splitlines() if " ERROR " in line]
         assert done.returncode == 1 and len(errors) == 1, done
         assert all(w in errors[0] for w in words), errors

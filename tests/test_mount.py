@@ -1,5 +1,5 @@
 """The mount driven by real programs (ls, stat, cat, cp, rsync, vim, sed, mv, ...) on the simulated vCenter, in
-both API dialects. One mount per dialect serves the tests of this module; each test works in its own directory.
+every API dialect. One mount per dialect serves the tests of this module; each test works in its own directory.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers.mountfs import mounted_guestfs
 
-APIS = ["vi-json", "rest"]
+APIS = ["vi-json", "soap", "rest"]
 
 
 def run(*cmd, cwd=None, timeout=120, input=None) -> subprocess.CompletedProcess:

@@ -202,7 +202,7 @@ def test_power_off_mid_upload_returns_errno_and_keeps_the_bytes(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ transfer URLs
-@pytest.mark.parametrize("api", ["vi-json", "rest"])
+@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
 def test_download_cut_midway_is_reinitiated_and_the_reader_gets_the_whole_file(tmp_path, api):
     with fault_mount(tmp_path, api) as m:
         data = os.urandom(3 << 20)
@@ -267,7 +267,7 @@ def test_upload_url_dying_on_every_try_returns_eio_and_keeps_the_bytes(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ sessions, vCenter restart
-@pytest.mark.parametrize("api", ["vi-json", "rest"])
+@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
 def test_session_expiry_is_a_silent_relogin(tmp_path, api):
     with fault_mount(tmp_path, api) as m:
         (m.guest / "d").mkdir()
@@ -394,7 +394,7 @@ def test_tools_not_running_gives_ehostdown_then_works_when_tools_return(tmp_path
         assert got == b"x"
 
 
-@pytest.mark.parametrize("api", ["vi-json", "rest"])
+@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
 def test_bad_guest_login_is_eacces_with_one_log_line(tmp_path, api):
     with fault_mount(tmp_path, api, guest_password="wrong") as m:
         (m.guest / "d").mkdir()
@@ -512,7 +512,7 @@ def test_hung_upload_times_out_and_keeps_the_bytes(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ no data loss
-@pytest.mark.parametrize("api", ["vi-json", "rest"])
+@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
 def test_disk_full_fails_fsync_and_close_and_keeps_each_version(tmp_path, api):
     with fault_mount(tmp_path, api) as m:
         first, more = os.urandom(100_000), os.urandom(50_000)

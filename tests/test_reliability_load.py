@@ -284,18 +284,18 @@ def run_load(tmp_path: Path, seconds: float, api: str = "vi-json") -> None:
     assert not (tmp_path / "recovered").exists(), "an upload failed under load"
 
 
-@pytest.mark.parametrize("api", ["vi-json", "rest"])
+@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
 def test_load_32_workers_4_vms_short(tmp_path, api):
     run_load(tmp_path, float(os.environ.get("GUESTFS_LOAD_SECONDS", "10")), api)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("api", ["vi-json", "rest"])
+@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
 def test_load_32_workers_4_vms_60s(tmp_path, api):
     run_load(tmp_path, 60, api)
 
 
-@pytest.mark.parametrize("api", ["vi-json", "rest"])
+@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
 def test_close_uploads_although_an_earlier_closed_handle_is_not_released_yet(tmp_path, api):
     """The race the load test found, made certain: a handle whose fd was closed (flushed) but not yet released
     counted as a writer still at work, so the next writer's close returned before its upload, and the

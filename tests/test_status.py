@@ -43,7 +43,7 @@ def assert_no_secrets(text: str, m) -> None:
         assert secret not in text
 
 
-@pytest.mark.parametrize("api", ["vi-json", "rest"])
+@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
 def test_status_shows_a_download_while_it_runs_and_not_after(tmp_path, state_home, api):
     def setup(vm1):
         (vm1 / "big").write_bytes(os.urandom(BIG))

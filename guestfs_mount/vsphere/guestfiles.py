@@ -18,7 +18,7 @@ from guestfs_mount.vsphere.faults import GuestFileError
 from guestfs_mount.vsphere.model import (FileAttributes, GuestCredentials, GuestFileInfo, GuestProcess, GuestProgram,
                                        VMInfo)
 
-Dialect = Literal["vi-json", "rest"]
+Dialect = Literal["vi-json", "soap", "rest"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ClientConfig:
     url: str  # https://vcenter.example.com (http:// only for the simulator)
     username: str
     password: str
-    api: Literal["auto", "vi-json", "rest"] = "auto"
+    api: Literal["auto", "vi-json", "soap", "rest"] = "auto"
     ca_file: str | None = None  # trust these CAs for vCenter instead of the system store
     insecure: bool = False  # no TLS verification at all (logged loudly)
     timeout: float = 30.0  # seconds for one API call; transfers use it as the idle timeout between bytes
@@ -168,7 +168,7 @@ class GuestFiles(abc.ABC):
 
 def open_client(config: ClientConfig) -> AbstractAsyncContextManager[GuestFiles]:
     """Connect and log in, picking the dialect when `config.api` is "auto" (VI/JSON when `/sdk/vim25/...`
-    answers, else REST); logs out on exit. Implemented in `guestfs_mount.vsphere.connect`."""
+    answers, else SOAP when `/sdk` does, else REST); logs out on exit. Implemented in `guestfs_mount.vsphere.connect`."""
     from guestfs_mount.vsphere.connect import connect
 
     return connect(config)

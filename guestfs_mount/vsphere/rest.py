@@ -27,6 +27,7 @@ from guestfs_mount.vsphere.http import decode_json, expect, field, make_api_clie
 from guestfs_mount.vsphere.model import (FileAttributes, FileType, GuestCredentials, GuestFileInfo, GuestProcess,
                                        GuestProgram, VMInfo)
 from guestfs_mount.vsphere.transfer import HttpReadTransfer, put_file
+from guestfs_mount.vsphere.soap import SoapClient, speaks_soap
 from guestfs_mount.vsphere.vijson import ViJsonClient, speaks_vi_json
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ GUEST_FAMILIES = {"LINUX": "linuxGuest", "WINDOWS": "windowsGuest", "DARWIN": "d
                   "NETWARE": "netwareGuest", "SOLARIS": "solarisGuest", "OTHER": "otherGuestFamily"}
 GUEST_FILES_SINCE = (7, 0, 2)  # REST guest file operations: vCenter 7.0U2, API 7.0.2.0
 # what to use on a vCenter older than that (VI/JSON needs 8.0U1; SOAP works on every vCenter)
-OLD_VCENTER_ADVICE = "only vCenter's SOAP API (/sdk) reaches its guest files"
+OLD_VCENTER_ADVICE = 'use api = "soap" (or "auto"): its SOAP API (/sdk) reaches the guest files of every vCenter'
 PRIVILEGE = "VirtualMachine.GuestOperations."
 
 
@@ -58,7 +59,8 @@ class RestClient(DialectClient):
         super().__init__(config, http)
         self._vm_windows: dict[str, bool] = {}
         self._speaks_vi_json = vi_json  # None: not asked yet
-        self._vi: ViJsonClient | None = None  # host knowledge through VI/JSON, logged in when first needed
+        self._vi_class: type[ViJsonClient] | None = None  # VI/JSON, or SOAP on a vCenter before 8.0U1
+        self._vi: ViJsonClient | None = None  # host knowledge through it, logged in when first needed
         self._vi_lock = trio.Lock()
         self._vi_started = False
 
@@ -133,25 +135,30 @@ class RestClient(DialectClient):
         log.debug("vCenter %s", version)
 
     async def _find_host_source(self) -> None:
-        """ESXi certificates (and management addresses) come from VI/JSON when this vCenter speaks it; else HTTPS
-        transfers can only be verified against ca_file (or not at all, insecure = true)."""
+        """ESXi certificates (and management addresses) come from the vim25 API of the same vCenter: VI/JSON when it
+        speaks it (8.0U1+), else SOAP (every vCenter); only when neither answers can HTTPS transfers be verified
+        against ca_file alone (or not at all, insecure = true)."""
         if self._speaks_vi_json is None:
             self._speaks_vi_json = await speaks_vi_json(self.http)
         if self._speaks_vi_json:
+            self._vi_class = ViJsonClient
+        elif await speaks_soap(self.http):
+            self._vi_class = SoapClient
+        if self._vi_class is not None:
             self.hosts.reader = self._read_via_vi
             return
         if urlsplit(self.config.url).scheme == "https" and not self.config.ca_file and not self.config.insecure:
             raise UnsupportedVCenter(
-                "the REST API cannot tell which certificate an ESXi host presents, and this vCenter has no VI/JSON "
-                "(8.0U1+) to learn it from: set ca_file to the CA that signed the ESXi hosts' certificates (VMCA: "
-                "vCenter's root CA, https://<vcenter>/certs/download.zip), or insecure = true (a lab only)")
-        log.info("vCenter has no VI/JSON: transfers go to ESXi hosts by name, verified against %s",
-                 self.config.ca_file or "nothing (insecure)")
+                "the REST API cannot tell which certificate an ESXi host presents, and this vCenter answers neither "
+                "VI/JSON nor SOAP to learn it from: set ca_file to the CA that signed the ESXi hosts' certificates "
+                "(VMCA: vCenter's root CA, https://<vcenter>/certs/download.zip), or insecure = true (a lab only)")
+        log.info("vCenter has no vim25 API to learn ESXi certificates from: transfers go to ESXi hosts by name, "
+                 "verified against %s", self.config.ca_file or "nothing (insecure)")
 
     async def _read_via_vi(self, mo_type: str, mo_id: str, paths: Sequence[str]) -> dict[str, Any]:
         async with self._vi_lock:
             if self._vi is None:
-                self._vi = ViJsonClient(self.config, make_api_client(self.config))
+                self._vi = self._vi_class(self.config, make_api_client(self.config))
             if not self._vi_started:
                 await self._vi.start()  # a failure is tried again at the next lookup
                 self._vi_started = True

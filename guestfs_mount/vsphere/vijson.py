@@ -109,18 +109,23 @@ class ViJsonClient(DialectClient):
 
     # ------------------------------------------------------------------------------------- session
     async def start(self) -> None:
-        response = await send(self.http, "GET", f"{self.base}/ServiceInstance/ServiceInstance/content",
-                              "RetrieveServiceContent")
-        if response.status_code == 404:
-            raise UnsupportedVCenter('this vCenter has no VI/JSON API (vCenter 8.0U1 and later have it): use '
-                                     'api = "rest" (vCenter 7.0U2 and later) or api = "auto"')
-        if response.status_code != 200:
-            raise ProtocolError(f"RetrieveServiceContent: unexpected HTTP {response.status_code} from vCenter")
-        self._content = expect(unbox(decode_json(response, "ServiceContent")), dict, "ServiceContent")
+        self._content = expect(await self._service_content(), dict, "ServiceContent")
         await self.login()
         manager = self._mo("guestOperationsManager")
         fm = await self._request("GET", "GuestOperationsManager", manager, "fileManager")
         self._file_manager = field(fm, "value", str, "GuestOperationsManager.fileManager")
+
+    async def _service_content(self) -> Any:
+        """ServiceInstance's content (no session needed); a vCenter without VI/JSON is one clear line."""
+        response = await send(self.http, "GET", f"{self.base}/ServiceInstance/ServiceInstance/content",
+                              "RetrieveServiceContent")
+        if response.status_code == 404:
+            raise UnsupportedVCenter('this vCenter has no VI/JSON API (vCenter 8.0U1 and later have it): use '
+                                     'api = "soap" (every vCenter and ESXi), "rest" (vCenter 7.0U2 and later) or '
+                                     '"auto"')
+        if response.status_code != 200:
+            raise ProtocolError(f"RetrieveServiceContent: unexpected HTTP {response.status_code} from vCenter")
+        return unbox(decode_json(response, "ServiceContent"))
 
     def _mo(self, name: str) -> str:
         return field(field(self._content, name, dict, "ServiceContent"), "value", str, f"ServiceContent.{name}")

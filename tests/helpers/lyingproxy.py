@@ -30,6 +30,7 @@ class Lie:
     answer: Answer
     times: int | None  # None: until cleared
     told: int = 0
+    body_part: bytes | None = None  # and this is in the request's body (SOAP: every call is POST /sdk)
 
 
 class LyingProxy(ThreadingHTTPServer):
@@ -52,9 +53,10 @@ class LyingProxy(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"{self.scheme}://{host}:{port}"
 
-    def lie(self, path_part: str, answer: Answer, times: int | None = None, method: str | None = None) -> None:
+    def lie(self, path_part: str, answer: Answer, times: int | None = None, method: str | None = None,
+            body_part: bytes | None = None) -> None:
         with self.lock:
-            self.lies.append(Lie(method, path_part, answer, times))
+            self.lies.append(Lie(method, path_part, answer, times, body_part=body_part))
 
     def truth(self) -> None:
         """Stop every lie."""
@@ -65,10 +67,11 @@ class LyingProxy(ThreadingHTTPServer):
         with self.lock:
             return sum(lie.told for lie in self.lies)
 
-    def _lie_for(self, method: str, path: str) -> Answer | None:
+    def _lie_for(self, method: str, path: str, body: bytes) -> Answer | None:
         with self.lock:
             for lie in self.lies:
                 if lie.path_part in path and (lie.method is None or lie.method == method) and \
+                        (lie.body_part is None or lie.body_part in body) and \
                         (lie.times is None or lie.told < lie.times):
                     lie.told += 1
                     return lie.answer
@@ -91,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
-        answer = self.server._lie_for(self.command, self.path)
+        answer = self.server._lie_for(self.command, self.path, body)
         if answer is not None:
             self._tell(answer)
             return
