@@ -199,7 +199,9 @@ def test_a_name_with_a_control_character(gm, work):
     copies = [p for p in (gm.log_path.parent / "recovered").rglob("ctl*") if p.is_file()]
     assert [p.read_text() for p in copies] == ["precious bytes\n"]
     assert errno_of(os.mkdir, mnt / name) == errno.EINVAL
-    assert calls(gm.stats()) == 0, gm.stats()
+    # no call carried the name; the directory's record may be asked for again (a failed create drops its times)
+    assert set(gm.stats()) <= {"ListFilesInGuest"}, gm.stats()
+    assert "ctl" not in (gm.log_path.parent / "sim.log").read_text(errors="replace")
     assert os.listdir(guest) == []
     (mnt / "fine").write_text("y")  # the mount is up
     assert (guest / "fine").read_text() == "y"
