@@ -97,6 +97,28 @@ async def test_a_symlinks_own_times_leave_its_target_alone(sim, api):
     assert os.stat(root / "target").st_mtime == 1_000_000_000
 
 
+async def test_a_symlinks_own_owner_leaves_its_target_alone(sim, api):
+    root = sim.vm_dir("alpha")
+    (root / "target").write_text("x")
+    os.chown(root / "target", 4000, 4000)
+    os.symlink("target", root / "link")
+    async with open_client(config_for(sim, api)) as client:
+        vm = await vm_id(client)
+        sim.reset_stats()
+        await guestprograms.set_symlink_owner(client, vm, CREDS, "/link", 33, 34)
+        assert (os.lstat(root / "link").st_uid, os.lstat(root / "link").st_gid) == (33, 34)
+        await guestprograms.set_symlink_owner(client, vm, CREDS, "/link", None, 35)  # the group only
+        assert (os.lstat(root / "link").st_uid, os.lstat(root / "link").st_gid) == (33, 35)
+        # the guest reports the target's owner: only the exit code tells, one start and its ListProcesses each
+        assert ((s := await client.stat(vm, CREDS, "/link")).uid, s.gid) == (4000, 4000)
+        assert calls(sim, "StartProgramInGuest", "ListProcessesInGuest") == {
+            "StartProgramInGuest": 2, "ListProcessesInGuest": 2}
+        with pytest.raises(GuestFileError) as missing:
+            await guestprograms.set_symlink_owner(client, vm, CREDS, "/nolink", 1, 1)
+        assert missing.value.errno == errno.ENOENT
+    assert (os.stat(root / "target").st_uid, os.stat(root / "target").st_gid) == (4000, 4000)
+
+
 async def test_programs_the_guest_will_not_start(sim, api):
     async with open_client(config_for(sim, api)) as client:
         vm = await vm_id(client)

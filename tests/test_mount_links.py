@@ -195,6 +195,12 @@ def _source_tree(src: Path) -> None:
     os.symlink("dangling", src / "e/dangling")
     os.symlink("/etc/hostname", src / "a/b/absolute")
     os.symlink("../a", src / "f g/dir link")
+    if os.geteuid() == 0:  # rsync -a as root keeps owners: a link (and its target) of another user
+        (src / "owned").mkdir()
+        (src / "owned/site.html").write_text("<p>hi</p>\n")
+        os.symlink("site.html", src / "owned/index.html")
+        for p in (src / "owned", src / "owned/site.html", src / "owned/index.html"):
+            os.chown(p, 4321, 4322, follow_symlinks=False)
     for p in sorted(src.rglob("*"), reverse=True):
         os.utime(p, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
     os.utime(src, (1_600_000_000, 1_600_000_000))
@@ -226,8 +232,8 @@ def test_rsync_of_a_tree_with_links_leaves_the_guest_equal_to_the_source(gm, wor
     src = tmp_path / "src"
     _source_tree(src)
     run("rsync", "-a", f"{src}/", f"{mnt}/dst/")
-    # the guest's own files against the source: contents, modes, times of files, directories and links (a link's
-    # own times, which only touch -h in the guest sets and no guest call shows)
+    # the guest's own files against the source: contents, modes, owners, times of files, directories and links (a
+    # link's own times and owner, which only touch -h and chown -h in the guest set and no guest call shows)
     assert _itemized("--dry-run", "--checksum", f"{src}/", f"{guest}/dst/") == []
     # a second run once the mount's records of its own changes are gone (attr_ttl): the guest reports a link's
     # target's times, so rsync sets again the times of each link whose target's times differ from the source

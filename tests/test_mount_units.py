@@ -90,23 +90,26 @@ def test_cache_rename_drops_subtree_and_ttl_expires():
     assert c.lookup("vm/e") == (False, None)
 
 
-def test_link_times_outlive_guest_answers_until_attr_ttl_and_follow_our_changes():
+def test_what_a_link_was_given_outlives_guest_answers_until_attr_ttl_and_follows_our_changes():
     c = MetaCache(attr_ttl=0.3, dir_ttl=60)
-    link = GuestFileInfo(name="l", type=FileType.SYMLINK, mtime=7.0, atime=7.0, symlink_target="t")  # the target's
-    c.put_link_times("vm/d/l", link, 1000.0, None)
-    c.put_listing("vm/d", [link])  # a fresh listing reports the target's times again: what we set still holds
-    assert c.link_times("vm/d/l") == (1000.0, None)
-    c.rename("vm/d/l", "vm/d/m", link)  # a rename keeps a link's times
-    assert c.link_times("vm/d/l") is None and c.link_times("vm/d/m") == (1000.0, None)
+    link = GuestFileInfo(name="l", type=FileType.SYMLINK, mtime=7.0, atime=7.0, uid=5, gid=5,
+                         symlink_target="t")  # the target's
+    c.put_link_own("vm/d/l", link, mtime=1000.0, atime=None, uid=0, gid=0)
+    c.put_listing("vm/d", [link])  # a fresh listing reports the target's again: what we set still holds
+    assert c.link_own("vm/d/l") == {"mtime": 1000.0, "uid": 0, "gid": 0}
+    c.put_link_own("vm/d/l", link, uid=33)  # added to what it was given before
+    assert c.link_own("vm/d/l") == {"mtime": 1000.0, "uid": 33, "gid": 0}
+    c.rename("vm/d/l", "vm/d/m", link)  # a rename keeps it
+    assert c.link_own("vm/d/l") == {} and c.link_own("vm/d/m") == {"mtime": 1000.0, "uid": 33, "gid": 0}
     c.put("vm/d/m", link)  # something new made at that name
-    assert c.link_times("vm/d/m") is None
+    assert c.link_own("vm/d/m") == {}
     for drop in (lambda: c.forget("vm/d/m"), lambda: c.remove_tree("vm/d"), lambda: c.drop_tree("vm")):
-        c.put_link_times("vm/d/m", link, 1000.0, 1000.0)
+        c.put_link_own("vm/d/m", link, mtime=1000.0, atime=1000.0)
         drop()
-        assert c.link_times("vm/d/m") is None
-    c.put_link_times("vm/d/m", link, 1000.0, 1000.0)
+        assert c.link_own("vm/d/m") == {}
+    c.put_link_own("vm/d/m", link, mtime=1000.0, atime=1000.0)
     time.sleep(0.4)
-    assert c.link_times("vm/d/m") is None  # after attr_ttl only the guest's record (the target's times) is left
+    assert c.link_own("vm/d/m") == {}  # after attr_ttl only the guest's record (the target's) is left
 
 
 def test_incomplete_records():

@@ -1,6 +1,6 @@
-"""Symlinks and hard links: readlink's view of a guest link (symlinks.py), symlink(), link(), and the times of a
-symlink itself. The guest file API has no call for any of these but readlink; the others run `ln` and `touch -h`
-in the guest (vsphere/guestprograms.py), which needs `exec = true` in the VM's [vms.*] table, the vCenter privilege
+"""Symlinks and hard links: readlink's view of a guest link (symlinks.py), symlink(), link(), and the times and
+owner of a symlink itself. The guest file API has no call for any of these but readlink; the others run `ln`,
+`touch -h` and `chown -h` in the guest (vsphere/guestprograms.py), which needs `exec = true` in the VM's [vms.*] table, the vCenter privilege
 VirtualMachine.GuestOperations.Execute and a Linux guest. Without them: EPERM, and one log line per VM saying why.
 A mixin of GuestOperations (operations.py), whose tables and client it uses.
 """
@@ -32,9 +32,9 @@ class Links:
         (the guest reports its target's: metacache.py), its target as readlink shows it (settings.symlinks)."""
         if info.type is not FileType.SYMLINK:
             return info
-        own = self.cache.link_times(path)
-        if own is not None:
-            info = dataclasses.replace(info, **{f: t for f, t in zip(("mtime", "atime"), own) if t is not None})
+        own = self.cache.link_own(path)
+        if own:
+            info = dataclasses.replace(info, **own)
         if self.settings.symlinks == "raw" or not info.symlink_target:
             return info
         vm_name, *dirs = split(path)[0].split("/")
@@ -66,7 +66,8 @@ class Links:
         if isinstance(error, guestprograms.ProgramNotStarted) and target.vm.name not in self._links_refused:
             self._links_refused.add(target.vm.name)
             log.warning("VM %s: %s (the vCenter user needs VirtualMachine.GuestOperations.Execute and the guest "
-                        "/bin/ln and /bin/touch); links there fail until then (said once)", target.vm.name, error)
+                        "/bin/ln, /bin/touch and /bin/chown); links there fail until then (said once)",
+                        target.vm.name, error)
 
     async def _absent(self, path: str) -> None:
         """EEXIST unless `path` does not exist; ENOTDIR / ENOENT when its directory cannot hold it."""
@@ -81,14 +82,17 @@ class Links:
             raise
         raise pyfuse3.FUSEError(errno.EEXIST)
 
-    def _linked(self, path: str, info: GuestFileInfo, new_symlink: bool = False) -> pyfuse3.EntryAttributes:
+    def _linked(self, path: str, info: GuestFileInfo, owner: tuple[int | None, int | None] | None = None,
+                new_symlink: bool = False) -> pyfuse3.EntryAttributes:
         info = dataclasses.replace(info, name=split(path)[1])
         self.cache.put(path, info)
         if new_symlink:
-            # the guest gave the new link the time of its making, and reports its target's: show the former, so a
-            # program setting the link's times (rsync) is not told they are already right when the target's are
+            # the guest gave the new link the time of its making and the login as owner, and reports its target's:
+            # show the former, so a program setting the link's times or owner (rsync) is not told they are already
+            # right when the target's are
             now = guest_time(time.time())
-            self.cache.put_link_times(path, info, now, now)
+            uid, gid = owner or (None, None)
+            self.cache.put_link_own(path, info, mtime=now, atime=now, uid=uid, gid=gid)
         inode = self.inodes.inode_for(path)
         self.inodes.add_lookup(inode)
         return self._attrs(inode, info)
@@ -109,7 +113,24 @@ class Links:
             self.cache.forget(path)
             self._program_failed(target, e)
             raise
-        return self._linked(path, info, new_symlink=True)
+        return self._linked(path, info, owner=await self._login_owner_of(target), new_symlink=True)
+
+    async def _login_owner_of(self, target: Target) -> tuple[int | None, int | None] | None:
+        """Who owns what the guest login makes (a new link's owner, which no stat shows): known from the first
+        upload in the VM (uploads.py), else learned once from a temporary file made, stat'ed and removed."""
+        owner = self._login_owner.get(target.vm.name)
+        if owner is None:
+            try:
+                temp = await self.client.make_temp(target.vm.id, target.creds, prefix=".guestfs-owner-")
+                try:
+                    info = await self.client.stat(target.vm.id, target.creds, temp)
+                finally:
+                    await self.client.remove_file(target.vm.id, target.creds, temp)
+            except VSphereError as e:
+                log.debug("owner of new links in VM %s not learned: %s", target.vm.name, e)
+                return None
+            owner = self._login_owner[target.vm.name] = (info.uid, info.gid)
+        return owner
 
     async def _hardlink(self, old: str, new: str) -> pyfuse3.EntryAttributes:
         self._guest_level(new)
@@ -136,31 +157,32 @@ class Links:
 
     async def _set_symlink_attributes(self, path: str, info: GuestFileInfo, changes: dict) -> None:
         """chmod/chown/touch of a symlink itself (the guest file API would change its target's). Linux has no mode
-        for links (EOPNOTSUPP, as lchmod); an owner other than the one shown is not supported (EPERM). Times run
-        `touch -h`. The guest never shows a link's own times (only its target's), so an mtime is always set unless
-        this mount gave the link that very mtime within attr_ttl; an atime equal to the one shown is taken as "keep
-        it" (rsync passes back the atime it read) unless it can share the mtime's run."""
+        for links (EOPNOTSUPP, as lchmod). An owner runs `chown -h`, times `touch -h`. The guest never shows a
+        link's own times or owner (only its target's), so each is set unless this mount gave the link that very
+        value within attr_ttl; an atime equal to the one shown is taken as "keep it" (rsync passes back the atime
+        it read) unless it can share the mtime's run."""
         if "permissions" in changes:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
-        for field in ("uid", "gid"):
-            if field in changes and changes[field] != getattr(info, field):
-                raise pyfuse3.FUSEError(errno.EPERM)
-        own_mtime, own_atime = self.cache.link_times(path) or (None, None)
+        own = self.cache.link_own(path)
         shown_atime = self._as_shown(path, info).atime
-        mtime, atime = changes.get("mtime"), changes.get("atime")
-        if mtime == own_mtime:
-            mtime = None
+        given = {f: changes[f] for f in ("mtime", "atime", "uid", "gid") if changes.get(f) is not None}
+        given = {f: v for f, v in given.items() if own.get(f) != v}
+        mtime, atime = given.get("mtime"), given.get("atime")
         if atime is not None and atime != mtime and shown_atime is not None and math.floor(shown_atime) == atime:
+            del given["atime"]
             atime = None
-        if mtime is None and atime is None:
+        if not given:
             return
         target = await self._program_target(path)
         try:
-            await guestprograms.set_symlink_times(self.client, target.vm.id, target.creds, target.guest_path,
-                                                  mtime, atime)
+            if "uid" in given or "gid" in given:
+                await guestprograms.set_symlink_owner(self.client, target.vm.id, target.creds, target.guest_path,
+                                                      given.get("uid"), given.get("gid"))
+            if mtime is not None or atime is not None:
+                await guestprograms.set_symlink_times(self.client, target.vm.id, target.creds, target.guest_path,
+                                                      mtime, atime)
         except VSphereError as e:
             self.cache.forget(path)
             self._program_failed(target, e)
             raise
-        self.cache.put_link_times(path, info, mtime if mtime is not None else own_mtime,
-                                  atime if atime is not None else own_atime)
+        self.cache.put_link_own(path, info, **given)

@@ -9,10 +9,10 @@ A guest answer may predate a change this mount made while it was on its way (a l
 landed arrives after it): take `mark()` before asking, and do not keep an answer for which `changed_since` says
 this mount changed the path (or, for a listing, something in the directory) after the mark.
 
-A symlink's own times are the one thing the guest never reports (the agent stats through links: a link's record
-carries its target's times). The times this mount gave a link (made it, `touch -h`) are kept apart
-(`link_times`) for `attr_ttl` and shown over whatever record of the link the guest sends meanwhile, listings
-included; after that the guest's record (the target's times) is shown.
+A symlink's own times and owner are what the guest never reports (the agent stats through links: a link's record
+carries its target's times and owner). What this mount gave a link (made it: its time and the login's owner;
+`touch -h`, `chown -h`) is kept apart (`link_own`) for `attr_ttl` and shown over whatever record of the link the
+guest sends meanwhile, listings included; after that the guest's record (the target's) is shown.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class MetaCache:
         # ("path", p) / ("dir", d) -> generation of our last change to path p / to something in directory d
         self._changes: TTLCache = TTLCache(maxsize=maxsize, ttl=CHANGES_KEPT, timer=time.monotonic)
         # symlink path -> (mtime, atime) this mount gave it: the guest cannot tell them (see above)
-        self._link_times: TTLCache = TTLCache(maxsize=maxsize, ttl=max(attr_ttl, 1e-6), timer=time.monotonic)
+        self._link_own: TTLCache = TTLCache(maxsize=maxsize, ttl=max(attr_ttl, 1e-6), timer=time.monotonic)
 
     # --- our own changes against guest answers in flight -------------------------------------------------
     def mark(self) -> int:
@@ -83,10 +83,10 @@ class MetaCache:
     def listing(self, path: str) -> dict[str, GuestFileInfo] | None:
         return self.listings.get(path)
 
-    def link_times(self, path: str) -> tuple[float | None, float | None] | None:
-        """(mtime, atime) this mount gave the symlink `path` within attr_ttl (None for one it did not give), else
-        None: nobody knows them."""
-        return self._link_times.get(path)
+    def link_own(self, path: str) -> dict:
+        """What this mount gave the symlink `path` within attr_ttl, of `mtime`, `atime`, `uid`, `gid` (a field it
+        did not give is absent; nobody knows it)."""
+        return dict(self._link_own.get(path) or {})
 
     # --- filling ---------------------------------------------------------------------------------------
     def put_listing(self, path: str, entries: Iterable[GuestFileInfo]) -> dict[str, GuestFileInfo]:
@@ -120,7 +120,7 @@ class MetaCache:
             self._changed(path)
             if not in_place:
                 self.dir_changed(split(path)[0])
-                self._link_times.pop(path, None)  # something new at path: not the link we gave times to
+                self._link_own.pop(path, None)  # something new at path: not the link we gave times to
         if self.enabled:
             self.attrs[path] = info
         parent, name = split(path)
@@ -131,11 +131,12 @@ class MetaCache:
             else:
                 listing[name] = dataclasses.replace(info, name=name)
 
-    def put_link_times(self, path: str, info: GuestFileInfo, mtime: float | None, atime: float | None) -> None:
-        """The symlink `path` (record `info`) has the times this mount just gave it (None: not known)."""
+    def put_link_own(self, path: str, info: GuestFileInfo, **given) -> None:
+        """The symlink `path` (record `info`) has what this mount just gave it (`mtime`, `atime`, `uid`, `gid`;
+        None: not known), added to what it gave it before."""
         self.put(path, info, in_place=True)
         if self.enabled:
-            self._link_times[path] = (mtime, atime)
+            self._link_own[path] = {**self.link_own(path), **{k: v for k, v in given.items() if v is not None}}
 
     def update(self, path: str, **changes) -> None:
         """Change fields of a known record (after chmod, utimens); unknown paths stay unknown."""
@@ -165,7 +166,7 @@ class MetaCache:
         """We no longer know what `path` is (after an error that may have half-changed it)."""
         self._changed(path)
         self.attrs.pop(path, None)
-        self._link_times.pop(path, None)
+        self._link_own.pop(path, None)
         parent, name = split(path)
         self.dir_changed(parent, known=False)
         listing = self.listings.get(parent)
@@ -179,7 +180,7 @@ class MetaCache:
             del self.attrs[key]
         for key in [k for k in self.listings if is_under(k, path)]:
             del self.listings[key]
-        self._drop_link_times(path)
+        self._drop_link_own(path)
         self.put(path, MISSING)
 
     def drop_tree(self, path: str) -> tuple[int, int]:
@@ -195,20 +196,20 @@ class MetaCache:
             del self.attrs[key]
         for key in listings:
             del self.listings[key]
-        self._drop_link_times(path)
+        self._drop_link_own(path)
         return len(records), len(listings)
 
-    def _drop_link_times(self, path: str) -> None:
-        for key in [k for k in self._link_times if is_under(k, path)]:
-            self._link_times.pop(key, None)
+    def _drop_link_own(self, path: str) -> None:
+        for key in [k for k in self._link_own if is_under(k, path)]:
+            self._link_own.pop(key, None)
 
     def rename(self, old: str, new: str, info: GuestFileInfo) -> None:
-        moved_times = self._link_times.get(old)  # a rename keeps a link's times (rsync renames a new link in place)
+        moved = self._link_own.get(old)  # a rename keeps what a link was given (rsync renames a new link in place)
         self.remove_tree(new)
         self.remove_tree(old)
         self.put(new, info)
-        if moved_times is not None:
-            self._link_times[new] = moved_times
+        if moved is not None:
+            self._link_own[new] = moved
 
     def figures(self) -> dict[str, int]:
         """Counts for `guestfs-mount status` (expired entries dropped first)."""
@@ -221,4 +222,4 @@ class MetaCache:
     def clear(self) -> None:
         self.attrs.clear()
         self.listings.clear()
-        self._link_times.clear()
+        self._link_own.clear()

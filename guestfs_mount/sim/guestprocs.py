@@ -8,7 +8,8 @@ ListProcessesInGuest. Here the command line is parsed as bash would, for a small
 characters, '...' and "..." with $NAME / ${NAME} expansions), and anything outside it (unquoted $, ;, |, &, <, >,
 backquotes, backslashes, globs, newlines, ...) ends the "process" with exit code 2 and runs nothing. Exactly these
 programs exist: `/bin/ln` (`ln [-s] [--] TARGET LINK_NAME`, GNU semantics: an existing directory LINK_NAME gets the
-link inside it) and `/bin/touch` (`touch -h [-m|-a] -d @SECONDS [--] FILE`). Any other program path is the
+link inside it), `/bin/touch` (`touch -h [-m|-a] -d @SECONDS [--] FILE`) and `/bin/chown` (`chown -h [--]
+[UID][:GID] FILE`, numeric ids). Any other program path is the
 FileNotFound fault a guest gives for a program it does not have. Programs end at once; failures exit 1, like the
 real ones.
 
@@ -240,4 +241,21 @@ def _touch(guest: _Guest, args: list[str]) -> int:
     return 0
 
 
-PROGRAMS = {"/bin/ln": _ln, "/bin/touch": _touch}
+def _chown(guest: _Guest, args: list[str]) -> int:
+    """`chown -h [--] [UID][:GID] FILE`, numeric ids only (what the mount sends); as the simulator's own user, so
+    a change of owner needs root there, as it does in a guest."""
+    parsed = _operands(list(args), "h")
+    spec = parsed[2][0] if parsed is not None and len(parsed[2]) == 2 else ""
+    owner = re.fullmatch(r"(\d*)(?::(\d+))?", spec)
+    if parsed is None or "h" not in parsed[0] or owner is None or not any(owner.groups()):
+        return _fail("chown", f"arguments not simulated: {args!r}")
+    uid, gid = (int(x) if x else -1 for x in owner.groups())
+    name = parsed[2][1]
+    try:
+        os.chown(guest.host(name), uid, gid, follow_symlinks=False)
+    except OSError as e:
+        return _fail(f"chown {name}", e)
+    return 0
+
+
+PROGRAMS = {"/bin/ln": _ln, "/bin/touch": _touch, "/bin/chown": _chown}

@@ -1,6 +1,7 @@
 """Running a program in a guest, whatever the dialect: start it (`GuestFiles.start_program`), learn that it is done,
-and turn a failure into the errno a filesystem should return. Also the only programs the mount runs: `ln -s`, `ln`
-and `touch -h`, for what the guest file API cannot do (symlinks, hard links, a symlink's own times).
+and turn a failure into the errno a filesystem should return. Also the only programs the mount runs: `ln -s`, `ln`,
+`touch -h` and `chown -h`, for what the guest file API cannot do (symlinks, hard links, a symlink's own times and
+owner).
 
 No shell ever parses a name. On Linux the agent runs `bash -c '"<path>" <arguments>'`, so the arguments string is
 shell text in the guest: it holds only the fixed words `"$GUESTFS_ARG1" "$GUESTFS_ARG2" ...`, and the words
@@ -39,6 +40,7 @@ T = TypeVar("T")
 
 LN = "/bin/ln"
 TOUCH = "/bin/touch"
+CHOWN = "/bin/chown"
 ARG_VAR = "GUESTFS_ARG"
 FIRST_POLL = 0.2  # seconds before the first ListProcessesInGuest; then doubling
 MAX_POLL = 1.0  # the agent's own timer ticks once a second: polling faster than that gains nothing
@@ -177,6 +179,28 @@ async def make_hardlink(client: GuestFiles, vm: str, creds: GuestCredentials, ol
     raise _failed(what, code, await _directory_errno(client, vm, creds, new) or errno.EACCES, vm, new)
 
 
+async def _run_checked(client: GuestFiles, vm: str, creds: GuestCredentials, prog: GuestProgram, what: str,
+                       path: str, timeout: float) -> None:
+    """Run a program whose effect no stat can show (a symlink's own times or owner: the guest reports the
+    target's); done when it exits with 0. After a failure the link is stat'ed to tell ENOENT from EPERM."""
+    pid = await start(client, vm, creds, prog)
+    code = await exit_code(client, vm, creds, pid, what, timeout)
+    if code != 0:
+        exists = await _stat(client, vm, creds, path) is not None
+        raise _failed(what, code, errno.EPERM if exists else errno.ENOENT, vm, path)
+
+
+async def set_symlink_owner(client: GuestFiles, vm: str, creds: GuestCredentials, path: str, uid: int | None,
+                            gid: int | None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """The owner of the symlink `path` itself (`chown -h UID:GID`, numeric ids; ChangeFileAttributesInGuest
+    would change its target's)."""
+    spec = f"{'' if uid is None else int(uid)}{'' if gid is None else f':{int(gid)}'}"
+    if not spec:
+        return
+    await _run_checked(client, vm, creds, program(CHOWN, ["-h", "--", spec, path]), f"chown -h of {path}", path,
+                       timeout)
+
+
 async def set_symlink_times(client: GuestFiles, vm: str, creds: GuestCredentials, path: str,
                             mtime: float | None, atime: float | None, timeout: float = DEFAULT_TIMEOUT) -> None:
     """The times of the symlink `path` itself (`touch -h`; ChangeFileAttributesInGuest would set its target's):
@@ -189,10 +213,5 @@ async def set_symlink_times(client: GuestFiles, vm: str, creds: GuestCredentials
         runs += [("-m", int(mtime))] if mtime is not None else []
         runs += [("-a", int(atime))] if atime is not None else []
     for flag, when in runs:
-        what = f"touch -h of {path}"
         argv = ["-h", *([flag] if flag else []), "-d", f"@{when}", "--", path]
-        pid = await start(client, vm, creds, program(TOUCH, argv))
-        code = await exit_code(client, vm, creds, pid, what, timeout)
-        if code != 0:
-            exists = await _stat(client, vm, creds, path) is not None
-            raise _failed(what, code, errno.EPERM if exists else errno.ENOENT, vm, path)
+        await _run_checked(client, vm, creds, program(TOUCH, argv), f"touch -h of {path}", path, timeout)
