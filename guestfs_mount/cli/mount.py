@@ -120,7 +120,7 @@ def client_config_from(config: Config, vm_names: tuple[str, ...] = ()):
 
     vc = config.vcenter
     optional = {k: vc[k] for k in ("ca_file", "insecure", "timeout", "connect_timeout", "max_guest_calls_per_vm",
-                                   "retries", "list_page_size", "transfer_host") if k in vc}
+                                   "retries", "list_page_size", "transfer_host", "thumbprint") if k in vc}
     return ClientConfig(url=vc["url"].rstrip("/"), username=vc["username"], password=config.vcenter_password(),
                         api=vc.get("api", "auto"), vm_names=vm_names, **optional)
 

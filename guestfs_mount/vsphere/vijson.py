@@ -117,6 +117,11 @@ class ViJsonClient(DialectClient):
         if response.status_code != 200:
             raise ProtocolError(f"RetrieveServiceContent: unexpected HTTP {response.status_code} from vCenter")
         self._content = expect(unbox(decode_json(response, "ServiceContent")), dict, "ServiceContent")
+        about = self._content.get("about")
+        if isinstance(about, dict):
+            self.about = {key: about[field_name] for key, field_name in
+                          (("product", "name"), ("version", "version"), ("build", "build"),
+                           ("api_version", "apiVersion")) if isinstance(about.get(field_name), str)}
         await self.login()
         manager = self._mo("guestOperationsManager")
         fm = await self._request("GET", "GuestOperationsManager", manager, "fileManager")
