@@ -20,6 +20,7 @@ from guestfs_mount.vsphere.model import FileType, GuestCredentials, GuestFileInf
 
 SMALL = 1 << 20  # the download is of a file at most this big
 TRIES = 3  # files to try when the guest user may not read one
+UNREADABLE = (errno.EACCES, errno.EBUSY, errno.ENOENT)  # a file to pass over (a Windows log file is locked)
 PROGRAM_TIMEOUT = 15.0  # seconds to wait for the harmless program's exit code
 
 
@@ -128,8 +129,8 @@ async def _download(step: _Steps, client: DialectClient, vm: VMInfo, login: Logi
             got = await _read(client, vm, login, path)
         except VSphereError as e:
             error = e
-            if isinstance(e, GuestFileError) and not before_the_guest(e) and e.errno in (errno.EACCES, errno.ENOENT):
-                continue  # this file is not readable by the guest user (or went away): another one
+            if isinstance(e, GuestFileError) and not before_the_guest(e) and e.errno in UNREADABLE:
+                continue  # this file is not readable by the guest user, locked, or went away: another one
             break
         _host(step, client.routes.get(vm.id), None)
         step.ok("download", f"{path}: {len(got)} bytes", details={"path": path, "bytes": len(got)})
