@@ -124,6 +124,15 @@ def test_json_for_scripts_and_every_named_vm(sim, tmp_path):
     assert ("alpha", "vm") not in by
 
 
+def test_the_vms_the_mount_would_show(sim, tmp_path):
+    """[mount] vms limits the VMs a mount shows: check picks among them (beta, not alpha)."""
+    body = config_text(tmp_path, sim.url, "rest", vcenter_extra='password = "vmware"\n', mount_extra='vms = ["beta"]\n')
+    done = guestfs_mount("check", "--config", write_private(tmp_path / "c.toml", body))
+    assert done.returncode == 0, done.stdout
+    assert step(done.stdout, "VMs")[0].startswith("✓ 1 VM (asked for by name): ")
+    assert step(done.stdout, "beta: download")[0] == "✓ /etc/hostname: 5 bytes" and "alpha:" not in done.stdout
+
+
 def test_tls_with_the_ca_and_an_esxi_host_reached_by_its_management_address(esx, tmp_path):
     code, out = check(tmp_path, esx.url, vcenter=f'ca_file = "{esx.ca_path}"\n')
     assert code == 0, out

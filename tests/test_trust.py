@@ -77,7 +77,8 @@ def test_trust_yes_writes_the_roots_and_they_work_as_ca_file(tls, tmp_path):
     assert f'thumbprint = "sha256:{sha}"' in done.stdout  # ready to paste
     assert "download.zip holds 2 root certificates:" in done.stdout
     roots = [line for line in done.stdout.splitlines() if line.strip()[:2] in ("1.", "2.")]
-    assert roots[0].strip().startswith("1. certs/lin/") and roots[0].endswith("(it signed the certificate above)")
+    assert all(r.strip()[3:].startswith("certs/lin/") for r in roots) and len(roots) == 2, roots
+    assert [r.endswith("(it signed the certificate above)") for r in roots].count(True) == 1, roots
     assert "(EXPIRED)" in done.stdout  # the previous root a renewed vCenter still serves
     ca = Path(tls.ca_path).read_text()
     assert fingerprint(ssl.PEM_cert_to_DER_cert(ca)) in done.stdout  # the simulator's CA, by its SHA-256
@@ -236,3 +237,27 @@ def test_the_simulators_zip_names_are_openssls_subject_hashes(tmp_path):
         assert {f"certs/mac/{stem}.0", f"certs/win/{stem}.0.crt"} <= set(names)
     crl = next(n for n in names if n.startswith("certs/lin/") and n.endswith(".r0"))
     assert subprocess.run(["openssl", "crl", "-noout"], input=archive.read(crl), capture_output=True).returncode == 0
+
+
+def test_a_name_the_certificate_does_not_hold_and_insecure(tls, tmp_path):
+    """Reached as 127.0.0.2 (a TCP relay: the certificate names 127.0.0.1 and localhost), the CA verifies the chain
+    but not the name: check says so and offers the thumbprint, trust says the roots will not verify it. With
+    insecure = true check passes, loudly."""
+    from tests.helpers.tcpproxy import TcpProxy
+
+    port = int(tls.url.rsplit(":", 1)[1])
+    with TcpProxy(("127.0.0.2", 0), ("127.0.0.1", port)) as proxy:
+        url = f"https://127.0.0.2:{proxy.listen_addr[1]}"
+        body = config_text(tmp_path, url, "auto", vcenter_extra=f'password = "vmware"\nca_file = "{tls.ca_path}"\n')
+        done = guestfs_mount("check", "--config", write_private(tmp_path / "c.toml", body))
+        trusted = trust(url, "--out", tmp_path / "ca.pem", "--yes")
+        body = config_text(tmp_path, url, "auto", vcenter_extra='password = "vmware"\ninsecure = true\n')
+        loud = guestfs_mount("check", "--config", write_private(tmp_path / "i.toml", body))
+    tls_line = line_of(done.stdout, "TLS")
+    assert done.returncode == 1 and "IP address mismatch" in tls_line, done.stdout
+    lines = done.stdout.splitlines()
+    advice = lines[lines.index(next(line for line in lines if line.startswith("✗ TLS: "))) + 1]
+    assert "the certificate was not made for 127.0.0.2" in advice and 'thumbprint = "sha256:' in advice
+    assert trusted.returncode == 0 and "presents does NOT verify: IP address mismatch" in trusted.stdout
+    assert loud.returncode == 0, loud.stdout
+    assert line_of(loud.stdout, "TLS").startswith("! ") and "NOT VERIFIED (insecure = true)" in loud.stdout

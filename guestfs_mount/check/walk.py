@@ -1,5 +1,6 @@
 """`guestfs-mount check`, the whole path in order: vCenter (vcenter.py), then the VMs to try (named with --vm, or
-the first powered-on one of each [vms.*] table, Tools running preferred), each one's guest path (guest.py)."""
+the first powered-on one of each [vms.*] table among those the mount would show, Tools running preferred), each
+one's guest path (guest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from guestfs_mount.vsphere.model import VMInfo
 
 
 async def walk(report: Report, config: Config, client_config: ClientConfig, named: tuple[str, ...],
-               write: bool) -> None:
+               shown: tuple[str, ...], write: bool) -> None:
+    """`named`: --vm; `shown`: the VMs the mount would show (--vm, else [mount] vms; empty: all)."""
     url = client_config.url
     if not await vcenter.url_answers(report, client_config):
         return _skip(report, ["tls", "api", "login", "vcenter", "vms"], "vCenter's address does not answer")
@@ -21,10 +23,11 @@ async def walk(report: Report, config: Config, client_config: ClientConfig, name
     if client is None:
         return _skip(report, ["vms"], "no session")
     try:
-        vms = await vcenter.list_vms(report, client, named)
+        vms = await vcenter.list_vms(report, client, shown)
         if vms is None:
             return
-        for vm, login in _choose(report, config, vms, named):
+        pool = [vm for vm in vms if vm.name in shown] if shown and not named else vms
+        for vm, login in _choose(report, config, pool, named):
             await guest.check_vm(report, client, vm, login, write)
     finally:
         await vcenter.close(client)

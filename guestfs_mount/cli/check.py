@@ -27,7 +27,8 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--config", metavar="FILE", help="config file (TOML), as for the mount")
     parser.add_argument("--vm", dest="vms", action="append", default=[], metavar="NAME",
-                        help="check this VM (repeatable; default: the first powered-on VM of each [vms.*] table)")
+                        help="check this VM (repeatable; default: the first powered-on VM of each [vms.*] table, "
+                             "among [mount] vms when the config names them)")
     parser.add_argument("--write", action="store_true",
                         help="also upload a small temporary file to each VM, read it back and delete it")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
@@ -37,7 +38,9 @@ def main(argv: list[str]) -> int:
         config = load(find_config(args.config))
         from guestfs_mount.cli.mount import client_config_from
 
-        client_config = client_config_from(config, vm_names=tuple(args.vms))
+        # the VMs the mount would show: --vm, else [mount] vms (asked for by name where the inventory needs it)
+        shown = tuple(args.vms or config.mount.get("vms", ()))
+        client_config = client_config_from(config, vm_names=shown)
     except ConfigError as e:
         print(f"guestfs-mount: {e}", file=sys.stderr)
         return 2
@@ -52,7 +55,7 @@ def main(argv: list[str]) -> int:
     if not args.json:
         print(f"guestfs-mount check of {client_config.url} (config {config.path})", flush=True)
     try:
-        trio.run(walk, report, config, client_config, tuple(args.vms), args.write)
+        trio.run(walk, report, config, client_config, tuple(args.vms), shown, args.write)
     except KeyboardInterrupt:
         print("guestfs-mount: interrupted", file=sys.stderr)
         return 1
