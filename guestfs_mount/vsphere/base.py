@@ -34,13 +34,17 @@ class DialectClient(GuestFiles):
         self._token: str | None = None
         self._login_lock = trio.Lock()
         self._limit = GuestCallLimiter(config.max_guest_calls_per_vm)
-        # what vCenter says it is ("product", "version", "build"; absent when it does not tell), set by start()
-        self.about: dict[str, str] = {}
+        self._about: dict[str, str] = {}
         self.routes: dict[str, Route] = {}  # the last transfer route of each VM (`guestfs-mount check` shows it)
 
     async def start(self) -> None:
         """Log in and learn what the dialect needs; refuses a vCenter too old for it (UnsupportedVCenter)."""
         raise NotImplementedError
+
+    @property
+    def about(self) -> dict[str, str]:
+        """What vCenter says it is ("product", "version", "build"; absent when it does not tell), once started."""
+        return self._about
 
     @property
     def logged_in(self) -> bool:

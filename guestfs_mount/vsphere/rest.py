@@ -126,7 +126,7 @@ class RestClient(DialectClient):
             return
         payload = decode_json(response, "appliance version")
         if isinstance(payload, dict):
-            self.about = {k: payload[k] for k in ("product", "version", "build") if isinstance(payload.get(k), str)}
+            self._about = {k: payload[k] for k in ("product", "version", "build") if isinstance(payload.get(k), str)}
         version = payload.get("version") if isinstance(payload, dict) else None
         numbers = tuple(int(x) for x in re.findall(r"\d+", version or "")[:3])
         if len(numbers) == 3 and numbers < GUEST_FILES_SINCE:

@@ -117,15 +117,18 @@ class ViJsonClient(DialectClient):
         if response.status_code != 200:
             raise ProtocolError(f"RetrieveServiceContent: unexpected HTTP {response.status_code} from vCenter")
         self._content = expect(unbox(decode_json(response, "ServiceContent")), dict, "ServiceContent")
-        about = self._content.get("about")
-        if isinstance(about, dict):
-            self.about = {key: about[field_name] for key, field_name in
-                          (("product", "name"), ("version", "version"), ("build", "build"),
-                           ("api_version", "apiVersion")) if isinstance(about.get(field_name), str)}
         await self.login()
         manager = self._mo("guestOperationsManager")
         fm = await self._request("GET", "GuestOperationsManager", manager, "fileManager")
         self._file_manager = field(fm, "value", str, "GuestOperationsManager.fileManager")
+
+    @property
+    def about(self) -> dict[str, str]:
+        """What the ServiceContent's AboutInfo says (read before the login, so known even when it fails)."""
+        about = self._content.get("about")
+        return {key: about[name] for key, name in (("product", "name"), ("version", "version"), ("build", "build"),
+                                                   ("api_version", "apiVersion"))
+                if isinstance(about, dict) and isinstance(about.get(name), str)}
 
     def _mo(self, name: str) -> str:
         return field(field(self._content, name, dict, "ServiceContent"), "value", str, f"ServiceContent.{name}")
