@@ -8,10 +8,9 @@ ListProcessesInGuest. Here the command line is parsed as bash would, for a small
 characters, '...' and "..." with $NAME / ${NAME} expansions), and anything outside it (unquoted $, ;, |, &, <, >,
 backquotes, backslashes, globs, newlines, ...) ends the "process" with exit code 2 and runs nothing. Exactly these
 programs exist: `/bin/ln` (`ln [-s] [--] TARGET LINK_NAME`, GNU semantics: an existing directory LINK_NAME gets the
-link inside it) and `/bin/touch` (`touch -h [-m|-a] -d @SECONDS [--] FILE`), and both take `--version` alone (exit
-0, as GNU's do). Any other program path is the
+link inside it) and `/bin/touch` (`touch -h [-m|-a] -d @SECONDS [--] FILE`). Any other program path is the
 FileNotFound fault a guest gives for a program it does not have. Programs end at once; failures exit 1, like the
-real ones.
+real ones. Every program takes `--version` alone and exits 0, as GNU's do (the harmless run of `guestfs-mount check`).
 
 Encodings (VI/JSON `viprocs.py`, REST `restprocs.py`, and any other) call `GuestPrograms.start` and `.processes`.
 """

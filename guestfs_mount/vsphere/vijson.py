@@ -122,6 +122,9 @@ class ViJsonClient(DialectClient):
         fm = await self._request("GET", "GuestOperationsManager", manager, "fileManager")
         self._file_manager = field(fm, "value", str, "GuestOperationsManager.fileManager")
 
+    def _mo(self, name: str) -> str:
+        return field(field(self._content, name, dict, "ServiceContent"), "value", str, f"ServiceContent.{name}")
+
     @property
     def about(self) -> dict[str, str]:
         """What the ServiceContent's AboutInfo says (read before the login, so known even when it fails)."""
@@ -129,9 +132,6 @@ class ViJsonClient(DialectClient):
         return {key: about[name] for key, name in (("product", "name"), ("version", "version"), ("build", "build"),
                                                    ("api_version", "apiVersion"))
                 if isinstance(about, dict) and isinstance(about.get(name), str)}
-
-    def _mo(self, name: str) -> str:
-        return field(field(self._content, name, dict, "ServiceContent"), "value", str, f"ServiceContent.{name}")
 
     async def login(self) -> None:
         url = f"{self.base}/SessionManager/{self._mo('sessionManager')}/Login"
