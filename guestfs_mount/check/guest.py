@@ -233,5 +233,5 @@ async def _program(step: _Steps, client: DialectClient, vm: VMInfo, login: Login
         step.fail("programs", f"{what} started, but exited with {code}",
                   f"run {what} in the guest to see why; links need a working {guestprograms.LN}")
         return
-    step.ok("programs", f"{what} ran in the guest (exit 0): ln -s, ln and touch -h will work",
+    step.ok("programs", f"{what} ran in the guest (exit 0): the mount can make links there",
             details={"program": what, "exit_code": code})
