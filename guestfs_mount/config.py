@@ -3,7 +3,8 @@
 Shape (a public contract: extend it, never change these keys):
 
     [vcenter]  url, username, password | password_file | password_env | password_credential, api, ca_file,
-               insecure, timeout, connect_timeout, max_guest_calls_per_vm, retries, list_page_size, transfer_host
+               insecure, timeout, connect_timeout, max_guest_calls_per_vm, retries, list_page_size, transfer_host,
+               thumbprint
     [vms.<glob>]  username, password | password_file | password_env | password_credential, exec  (most specific
                   wins; "default" matches every VM, last)
     [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay
@@ -18,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -87,6 +89,7 @@ VCENTER_KEYS: _Schema = {
     "retries": _POS_INT,
     "list_page_size": _POS_INT,
     "transfer_host": _STR,
+    "thumbprint": _STR,
 }
 VM_KEYS: _Schema = {"username": _STR, **_SECRETS, "exec": _BOOL}
 CACHE_KEYS: _Schema = {"attr_ttl": _POS_NUMBER, "dir_ttl": _POS_NUMBER, "vm_list_ttl": _POS_NUMBER,
@@ -174,6 +177,8 @@ def load(path: str | os.PathLike) -> Config:
                           f"{', '.join(TRANSFER_HOST_CHOICES)}, not {transfer_host!r}")
     if vcenter.get("ca_file") and not Path(vcenter["ca_file"]).is_file():
         raise ConfigError(f"config file {path}: [vcenter] ca_file {vcenter['ca_file']!r} does not exist")
+    if "thumbprint" in vcenter:
+        vcenter["thumbprint"] = _thumbprint(path, vcenter)
     vcenter_secret = _secret_of(path, "vcenter", vcenter, required=True)
 
     vm_logins = []
@@ -222,6 +227,22 @@ def _check_url(path: Path, url: str) -> None:
         raise ConfigError(f"config file {path}: [vcenter] url must look like https://vcenter.example.com, not {url!r}")
     if parts.path not in ("", "/") or parts.query:
         raise ConfigError(f"config file {path}: [vcenter] url must name the server only (no path), not {url!r}")
+
+
+def _thumbprint(path: Path, vcenter: dict) -> str:
+    """`"sha256:AB:CD:..."` (colons, case and the prefix optional) -> "AB:CD:...", the form fingerprints are
+    compared in. Only SHA-256: a SHA-1 thumbprint (40 digits) is refused, as SHA-1 collisions can be made."""
+    text = vcenter["thumbprint"].strip()
+    digits = re.sub(r"[:\s]", "", re.sub(r"(?i)^sha-?256:", "", text)).upper()
+    where = f"config file {path}: [vcenter] thumbprint"
+    if not re.fullmatch(r"[0-9A-F]{64}", digits):
+        raise ConfigError(f'{where} must be the SHA-256 fingerprint of vCenter\'s certificate, "sha256:" and 64 hex '
+                          f"digits (`guestfs-mount trust URL` prints it), not {text!r}")
+    if urlsplit(vcenter["url"]).scheme != "https":
+        raise ConfigError(f"{where} pins the certificate of an https:// vCenter; url is {vcenter['url']!r}")
+    if vcenter.get("insecure"):
+        raise ConfigError(f"{where} and insecure = true contradict each other: a pinned certificate is verified")
+    return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
 
 
 def _secret_of(path: Path, name: str, table: dict, required: bool) -> Secret | None:
@@ -322,20 +343,20 @@ class CredentialsTable:
         return self._resolved[vm_name]
 
     def _lookup(self, vm_name: str) -> GuestCredentials | None:
-        login = match_login(self._config.vm_logins, vm_name)
-        if login is None:
-            log.error(
-                'no guest credentials for VM %r: add a [vms."%s"] (or [vms.default]) table with username and '
-                "password to %s; its directory gives EACCES until then",
-                vm_name, vm_name, self._config.path,
-            )
-            return None
-        if login.secret is None:
-            log.error('[vms."%s"] in %s has no password source; VM %r gives EACCES', login.pattern, self._config.path, vm_name)
-            return None
         try:
-            password = self._config.resolve(login.secret)
+            return guest_credentials(self._config, vm_name)
         except ConfigError as e:
-            log.error("%s; VM %r gives EACCES", e, vm_name)
+            log.error("%s; its directory gives EACCES until then", e)
             return None
-        return GuestCredentials(username=login.username, password=password)
+
+
+def guest_credentials(config: Config, vm_name: str) -> GuestCredentials:
+    """The guest login of a VM, its password read; ConfigError naming what is missing (no table, no password
+    source, a source that cannot be read)."""
+    login = match_login(config.vm_logins, vm_name)
+    if login is None:
+        raise ConfigError(f'no guest credentials for VM {vm_name!r}: add a [vms."{vm_name}"] (or [vms.default]) '
+                          f"table with username and password to {config.path}")
+    if login.secret is None:
+        raise ConfigError(f'[vms."{login.pattern}"] in {config.path} has no password source for VM {vm_name!r}')
+    return GuestCredentials(username=login.username, password=config.resolve(login.secret))

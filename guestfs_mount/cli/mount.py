@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mount the files inside vSphere VMs at MOUNTPOINT/<vm name>/<guest path>.",
         epilog="Other commands: `guestfs-mount demo [DIR]` runs a simulated vCenter with sample VMs and mounts it; "
         "`guestfs-mount status MOUNTPOINT [--json]` shows a running mount's transfers and cache; "
-        "`guestfs-mount refresh MOUNTPOINT [PATH]` makes it forget cached listings and attributes. "
+        "`guestfs-mount refresh MOUNTPOINT [PATH]` makes it forget cached listings and attributes; "
+        "`guestfs-mount check [--vm NAME] [--write] [--json]` walks the path to the VMs' files without mounting; "
+        "`guestfs-mount trust URL` shows vCenter's root CAs and writes them for ca_file. "
         "Config: --config FILE, else $XDG_CONFIG_HOME/guestfs-mount/config.toml, else /etc/guestfs-mount/config.toml.",
     )
     parser.add_argument("--version", action="version", version=f"guestfs-mount {__version__}")
@@ -120,7 +122,7 @@ def client_config_from(config: Config, vm_names: tuple[str, ...] = ()):
 
     vc = config.vcenter
     optional = {k: vc[k] for k in ("ca_file", "insecure", "timeout", "connect_timeout", "max_guest_calls_per_vm",
-                                   "retries", "list_page_size", "transfer_host") if k in vc}
+                                   "retries", "list_page_size", "transfer_host", "thumbprint") if k in vc}
     return ClientConfig(url=vc["url"].rstrip("/"), username=vc["username"], password=config.vcenter_password(),
                         api=vc.get("api", "auto"), vm_names=vm_names, **optional)
 

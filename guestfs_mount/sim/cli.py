@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tmpdir = Path(tempfile.mkdtemp(prefix="guestfs-sim-tls-"))
         names = sorted({"localhost", "127.0.0.1", "::1", host} | ({args.transfer_host} - {"*"}))
-        ctx, ca_path, settings.host_cert_pem, settings.host_thumbprint = make_tls(names, tmpdir)
+        ctx, ca_path, settings.host_cert_pem, settings.host_thumbprint, settings.certs_zip = make_tls(names, tmpdir)
         for h in sim.hosts.all:
             if hosts:
                 host_contexts[h.id], h.cert_pem = host_certificate(h.name, h.address, tmpdir, args.host_cert_expired)

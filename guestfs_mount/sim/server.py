@@ -129,6 +129,9 @@ class Handler(BaseHTTPRequestHandler):
                 note = self._guest_file()
             elif path.startswith("/_sim/"):
                 control.handle(self, self.sim)
+            elif path == "/certs/download.zip" and self.command == "GET" and self.sim.settings.certs_zip and not esxi:
+                self.op = "certs.download"  # vCenter's "Download trusted root CA certificates" (sim/certs.py)
+                self.send_body(200, self.sim.settings.certs_zip, "application/zip")
             else:
                 self.send_json(404, {"error": f"no such endpoint: {path}"})
         except BadRequest as err:

@@ -91,6 +91,7 @@ class Settings:
     rest_vm_limit: int = 4000  # --rest-vm-limit: GET /api/vcenter/vm refuses more matches than this
     skip_unreadable: bool = False  # --skip-unreadable: listings skip chmod-000 files but still count them
     rest_permissions: str = "644"  # --rest-permissions: how REST prints permissions ("644", "0644", "100644")
+    certs_zip: bytes | None = None  # --tls: GET /certs/download.zip, vCenter's root CAs (certs.py)
 
 
 @dataclass

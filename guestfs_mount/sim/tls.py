@@ -18,8 +18,11 @@ def sha1_thumbprint(pem: str) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
-def make_tls(names: list[str], ca_dir: Path) -> tuple[ssl.SSLContext, str, str, str]:
-    """Returns (server context, CA PEM path, leaf certificate PEM, leaf SHA-1 thumbprint "AB:CD:...")."""
+def make_tls(names: list[str], ca_dir: Path) -> tuple[ssl.SSLContext, str, str, str, bytes]:
+    """Returns (server context, CA PEM path, leaf certificate PEM, leaf SHA-1 thumbprint "AB:CD:...", the
+    `/certs/download.zip` that serves the CA)."""
+    from .certs import download_zip
+
     ca = trustme.CA()
     leaf = ca.issue_cert(*names)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -27,7 +30,8 @@ def make_tls(names: list[str], ca_dir: Path) -> tuple[ssl.SSLContext, str, str, 
     ca_path = ca_dir / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
     leaf_pem = leaf.cert_chain_pems[0].bytes().decode()
-    return ctx, str(ca_path), leaf_pem, sha1_thumbprint(leaf_pem)
+    return (ctx, str(ca_path), leaf_pem, sha1_thumbprint(leaf_pem),
+            download_zip(ca.cert_pem.bytes(), ca.private_key_pem.bytes()))
 
 
 def host_certificate(name: str, address: str, directory: Path, expired: bool = False) -> tuple[ssl.SSLContext, str]:

@@ -28,11 +28,27 @@ class DialectClient(GuestFiles):
     def __init__(self, config: ClientConfig, http: httpx.AsyncClient):
         self.config = config
         self.http = http
-        self.hosts = EsxiHosts(config.url, config.transfer_host)  # the dialect gives it a reader when it can
+        # the dialect gives it a reader when it can
+        self.hosts = EsxiHosts(config.url, config.transfer_host, api_pin=config.thumbprint)
         self.transfers = TransferClients(config, on_refused=self.hosts.forget)
         self._token: str | None = None
         self._login_lock = trio.Lock()
         self._limit = GuestCallLimiter(config.max_guest_calls_per_vm)
+        self._about: dict[str, str] = {}
+        self.routes: dict[str, Route] = {}  # the last transfer route of each VM (`guestfs-mount check` shows it)
+
+    async def start(self) -> None:
+        """Log in and learn what the dialect needs; refuses a vCenter too old for it (UnsupportedVCenter)."""
+        raise NotImplementedError
+
+    @property
+    def about(self) -> dict[str, str]:
+        """What vCenter says it is ("product", "version", "build"; absent when it does not tell), once started."""
+        return self._about
+
+    @property
+    def logged_in(self) -> bool:
+        return self._token is not None
 
     async def login(self) -> None:
         raise NotImplementedError
@@ -61,7 +77,8 @@ class DialectClient(GuestFiles):
 
     async def route(self, vm: str, url: str) -> Route:
         """Where a transfer URL of `vm` goes and which certificate it must present."""
-        return await self.hosts.route(vm, url)
+        route = self.routes[vm] = await self.hosts.route(vm, url)
+        return route
 
     async def aclose(self) -> None:
         try:

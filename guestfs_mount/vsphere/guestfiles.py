@@ -31,6 +31,7 @@ class ClientConfig:
     api: Literal["auto", "vi-json", "soap", "rest"] = "auto"
     ca_file: str | None = None  # trust these CAs for vCenter instead of the system store
     insecure: bool = False  # no TLS verification at all (logged loudly)
+    thumbprint: str | None = None  # SHA-256 "AB:CD:..." of vCenter's own certificate: accept exactly that one
     timeout: float = 30.0  # seconds for one API call; transfers use it as the idle timeout between bytes
     connect_timeout: float = 10.0
     max_guest_calls_per_vm: int = 4  # concurrent guest operations per VM (guest logins are expensive)

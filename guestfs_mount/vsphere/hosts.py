@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import ipaddress
 import logging
 import ssl
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from guestfs_mount.vsphere.faults import ProtocolError, VSphereError
+from guestfs_mount.vsphere.pinning import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,6 @@ class Route:
     @property
     def address(self) -> str:
         return urlsplit(self.url).netloc
-
-
-def fingerprint(der: bytes) -> str:
-    """SHA-256 of a DER certificate, "AB:CD:..." (govmomi's ThumbprintSHA256 form)."""
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def is_ip(host: str) -> bool:
@@ -184,8 +178,10 @@ class EsxiHosts:
     learn hosts, as REST alone cannot: transfer URLs are then used by name and verified like the API connection).
     """
 
-    def __init__(self, api_url: str, policy: str = "management-ip", reader: PropertyReader | None = None):
+    def __init__(self, api_url: str, policy: str = "management-ip", reader: PropertyReader | None = None,
+                 api_pin: str | None = None):
         self.api_url = api_url
+        self.api_pin = api_pin  # [vcenter] thumbprint: the server we called presents exactly that certificate
         self.policy = policy
         self.reader = reader
         self._vm_host: dict[str, str] = {}
@@ -204,7 +200,8 @@ class EsxiHosts:
         parts = urlsplit(resolve_star(url, self.api_url))
         if urlsplit(url).hostname == "*":
             # the server we called (ESXi answering directly): trusted as the API connection is
-            return Route(parts.geturl(), host=parts.hostname or "")
+            pin = self.api_pin if parts.scheme == "https" else None
+            return Route(parts.geturl(), host=parts.hostname or "", pin=pin)
         name = parts.hostname or ""
         info = await self._host_for(vm, name) if self.reader is not None else None
         address = self._address(info, name, parts.port)

@@ -17,6 +17,7 @@ import httpx
 
 from guestfs_mount.vsphere.faults import ConnectionFailed, ProtocolError
 from guestfs_mount.vsphere.guestfiles import ClientConfig
+from guestfs_mount.vsphere.pinning import VCENTER_MISMATCH, PinnedTransport
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,18 @@ def timeouts(config: ClientConfig) -> httpx.Timeout:
 
 
 def make_api_client(config: ClientConfig) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+    if config.thumbprint and urlsplit(config.url).scheme == "https" and not config.insecure:
+        # [vcenter] thumbprint: exactly that certificate, whatever its chain, name or dates
+        trust: dict = {"transport": PinnedTransport(config.thumbprint, limits, VCENTER_MISMATCH)}
+    else:
+        trust = {"verify": tls_verify(config), "limits": limits}
     return httpx.AsyncClient(
         base_url=config.url,
-        verify=tls_verify(config),
         timeout=timeouts(config),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         follow_redirects=False,
+        **trust,
     )
 
 
@@ -67,8 +73,9 @@ def connection_error(e: httpx.HTTPError, what: str) -> ConnectionFailed:
         return ConnectionFailed(f"{what}: timed out ({type(e).__name__})", errno=errno.ETIMEDOUT)
     root = root_cause(e)
     if isinstance(root, ssl.SSLCertVerificationError):
-        reason = (f"TLS certificate not trusted ({root.verify_message}); "
-                  "set ca_file to the CA that signed it (or insecure = true, for a lab only)")
+        reason = (f"TLS certificate not trusted ({root.verify_message}); set ca_file to the CA that signed it "
+                  "(`guestfs-mount trust URL` fetches vCenter's), or pin it with thumbprint (or insecure = true, "
+                  "for a lab only)")
     else:
         reason = str(e).split("\n")[0] or str(root).split("\n")[0] or type(root).__name__
     return ConnectionFailed(f"{what}: {reason}")

@@ -108,8 +108,9 @@ class RestClient(DialectClient):
             # REST says 403 both for a guest that denies access and for a vCenter privilege that is missing
             reads = url.endswith(("action=list", "action=get"))
             needed = "Query" if reads else "Execute" if "/guest/processes" in url else "Modify"
+            transfers = f" (REST transfers, downloads too, need {PRIVILEGE}Modify)" if needed == "Modify" else ""
             raise type(e)(f"{e}: the guest user may not do this, or the vCenter user lacks {PRIVILEGE}{needed} on "
-                          f"the VM (REST transfers, downloads too, need {PRIVILEGE}Modify)", errno=e.errno,
+                          f"the VM{transfers}", errno=e.errno,
                           fault=e.fault, path=e.path, vm=e.vm) from None
 
     # ------------------------------------------------------------------------------------- session
@@ -126,6 +127,8 @@ class RestClient(DialectClient):
             log.debug("vCenter did not tell its version (HTTP %s); going on", response.status_code)
             return
         payload = decode_json(response, "appliance version")
+        if isinstance(payload, dict):
+            self._about = {k: payload[k] for k in ("product", "version", "build") if isinstance(payload.get(k), str)}
         version = payload.get("version") if isinstance(payload, dict) else None
         numbers = tuple(int(x) for x in re.findall(r"\d+", version or "")[:3])
         if len(numbers) == 3 and numbers < GUEST_FILES_SINCE:

@@ -4,8 +4,8 @@ A URL is used once: a GET that fails (before its first byte or cut midway), or a
 for a new URL (a new initiate) once, never re-sends to the spent one; a GET renewed midway skips the bytes already
 delivered (transfer URLs have no Range). Each transfer uses a fresh connection (`Connection: close`, as govmomi
 does: ESXi does not like kept-alive transfer sockets). Where each goes and what it trusts is a `hosts.Route`: a
-pinned route accepts exactly the certificate vCenter reports for the host (its SHA-256, checked right after the
-TLS handshake and before any HTTP byte is sent; dates are not checked), any other is verified like the API
+pinned route accepts exactly the certificate vCenter reports for the host (its SHA-256, pinning.py: checked right
+after the TLS handshake and before any HTTP byte is sent; dates are not checked), any other is verified like the API
 connection. GETs ask for `Accept-Encoding: identity`; a gzip or deflate body that comes anyway is decoded, any
 other encoding refused.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import ssl
 from typing import AsyncIterator, Awaitable, Callable
 
 import httpcore
@@ -24,9 +23,10 @@ import trio
 
 from guestfs_mount.vsphere.faults import ConnectionFailed, ProtocolError, TransferError, VSphereError
 from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
-from guestfs_mount.vsphere.hosts import Route, fingerprint
+from guestfs_mount.vsphere.hosts import Route
 from guestfs_mount.vsphere.http import USER_AGENT, connection_error, root_cause, timeouts, tls_verify
 from guestfs_mount.vsphere.model import GuestFileInfo
+from guestfs_mount.vsphere.pinning import CertificateMismatch, PinnedTransport
 
 log = logging.getLogger(__name__)
 
@@ -47,79 +47,6 @@ def _describe(url: str) -> str:
     return str(parts.copy_with(query=b"token=***"))
 
 
-# ------------------------------------------------------------------------------------------- pinning
-class CertificateMismatch(httpcore.ConnectError):
-    """The peer's certificate is not the pinned one."""
-
-    def __init__(self, address: str, got: str, want: str):
-        super().__init__(f"the ESXi host's TLS certificate is not the one vCenter reports for that host: "
-                         f"{address} presented SHA-256 {got}, vCenter reports {want}; refused (the host's "
-                         f"certificate was renewed since vCenter read it, or something is in between)")
-
-
-class _PinCheckingStream(httpcore.AsyncNetworkStream):
-    def __init__(self, stream: httpcore.AsyncNetworkStream, pin: str, address: str):
-        self._stream, self._pin, self._address = stream, pin, address
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._stream.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._stream.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
-        der = tls.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        got = fingerprint(der) if der else "(none)"
-        if got != self._pin:
-            await tls.aclose()
-            raise CertificateMismatch(self._address, got, self._pin)
-        return tls
-
-    def get_extra_info(self, info: str):
-        return self._stream.get_extra_info(info)
-
-
-class _PinningBackend(httpcore.AsyncNetworkBackend):
-    """trio's network backend, with every TLS handshake checked against one certificate fingerprint."""
-
-    def __init__(self, pin: str):
-        self._pin = pin
-        self._inner = httpcore.TrioBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                          socket_options=None) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _PinCheckingStream(stream, self._pin, f"{host}:{port}")
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):
-        return await self._inner.connect_unix_socket(path, timeout, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class PinnedTransport(httpx.AsyncHTTPTransport):
-    """Accepts exactly one certificate, by the SHA-256 of its DER form, as govmomi's thumbprint check does: the
-    handshake verifies neither chain, name nor dates (an expired or self-signed lab certificate works), the
-    fingerprint comparison decides. Python's ssl has no verify callback, hence the check in the network backend."""
-
-    def __init__(self, pin: str):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        super().__init__(verify=context, limits=LIMITS)
-        # httpx's transport takes no network backend: its pool (never opened) is replaced by one that checks
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context, max_connections=LIMITS.max_connections,
-            max_keepalive_connections=LIMITS.max_keepalive_connections, keepalive_expiry=LIMITS.keepalive_expiry,
-            network_backend=_PinningBackend(pin))
-
-
 class TransferClients:
     """httpx clients for transfers: one per pinned fingerprint, one verifying like the API connection; no
     kept-alive connections. `on_refused(host_id)` hears of a refused certificate."""
@@ -134,7 +61,7 @@ class TransferClients:
     def get(self, pin: str | None) -> httpx.AsyncClient:
         key = None if self._config.insecure else pin
         if key not in self._clients:
-            kwargs = {"transport": PinnedTransport(key)} if key else {"verify": self._default_verify, "limits": LIMITS}
+            kwargs = {"transport": PinnedTransport(key, LIMITS)} if key else {"verify": self._default_verify, "limits": LIMITS}
             self._clients[key] = httpx.AsyncClient(
                 timeout=timeouts(self._config),
                 headers={"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "identity"},

@@ -130,6 +130,14 @@ class ViJsonClient(DialectClient):
     def _mo(self, name: str) -> str:
         return field(field(self._content, name, dict, "ServiceContent"), "value", str, f"ServiceContent.{name}")
 
+    @property
+    def about(self) -> dict[str, str]:
+        """What the ServiceContent's AboutInfo says (read before the login, so known even when it fails)."""
+        about = self._content.get("about")
+        return {key: about[name] for key, name in (("product", "name"), ("version", "version"), ("build", "build"),
+                                                   ("api_version", "apiVersion"))
+                if isinstance(about, dict) and isinstance(about.get(name), str)}
+
     async def login(self) -> None:
         url = f"{self.base}/SessionManager/{self._mo('sessionManager')}/Login"
         body = {"userName": self.config.username, "password": self.config.password}
