@@ -112,6 +112,38 @@ def test_what_a_link_was_given_outlives_guest_answers_until_attr_ttl_and_follows
     assert c.link_own("vm/d/m") == {}  # after attr_ttl only the guest's record (the target's) is left
 
 
+def test_a_record_expiring_between_two_clock_reads_never_raises_out_of_the_cache(monkeypatch):
+    """cachetools' TTLCache reads its clock at each access: a record that expired between `in` and `[]`, between
+    `get` and `[]`, or between collecting a subtree's keys and deleting them raised KeyError out of the cache,
+    which a handler turned into ENOENT (for a rename the guest had made). A clock that moves on at every read
+    puts the expiry between any two of them: each answer is whole, before or after the expiry."""
+    from types import SimpleNamespace
+
+    from guestfs_mount.fs import metacache
+
+    now = [0.0]
+
+    def tick():
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(metacache, "time", SimpleNamespace(monotonic=tick, time=time.time))
+    d, a = GuestFileInfo(name="d", type=FileType.DIRECTORY), F("a", 1)
+    for ttl in (1.5, 2.5, 3.5, 4.5, 5.5, 6.5):
+        for offset in range(8):
+            for act in (lambda c: c.lookup("vm/d/a"), lambda c: c.dir_changed("vm/d"),
+                        lambda c: c.remove_tree("vm/d"), lambda c: c.drop_tree("vm/d"),
+                        lambda c: c.rename("vm/d", "vm/e", d)):
+                c = metacache.MetaCache(attr_ttl=ttl, dir_ttl=ttl)
+                c.put_listing("vm/d", [a])
+                c.put("vm/d", d, ours=False)
+                c.put("vm/d/a", a, ours=False)  # a record over the listing's
+                for _ in range(offset):
+                    tick()
+                act(c)  # never a KeyError
+                assert c.lookup("vm/d/a") in ((True, a), (True, None), (False, None))
+
+
 def test_incomplete_records():
     assert not is_complete(F("a", 1))
     assert is_complete(F("a", 1, permissions=0o644, uid=0, gid=0, mtime=1.0))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from guestfs_mount.fs.inodes import UnknownReference
 from guestfs_mount.fs.spool import Spool
 from guestfs_mount.vsphere.model import GuestFileInfo
 
@@ -66,7 +67,10 @@ class HandleTable:
         self.handles[handle.fh] = handle
 
     def get(self, fh: int) -> Handle | DirHandle:
-        return self.handles[fh]
+        handle = self.handles.get(fh)
+        if handle is None:
+            raise UnknownReference(f"file handle {fh}")
+        return handle
 
     def pop(self, fh: int) -> Handle | DirHandle | None:
         return self.handles.pop(fh, None)

@@ -28,6 +28,12 @@ def is_under(path: str, ancestor: str) -> bool:
     return ancestor == "" or path == ancestor or path.startswith(ancestor + "/")
 
 
+class UnknownReference(KeyError):
+    """An inode number or file handle the kernel sent that the tables no longer hold: ENOENT to the kernel. Only
+    this is; any other KeyError in a handler is a bug and is logged as one (a KeyError of the listing shortcut's
+    bookkeeping, read as "unknown inode", was a published file's ENOENT under load)."""
+
+
 @dataclass
 class Node:
     inode: int
@@ -50,11 +56,14 @@ class InodeTable:
         return len(self._by_inode)
 
     def node(self, inode: int) -> Node:
-        """KeyError for an inode the kernel should no longer know."""
-        return self._by_inode[inode]
+        """UnknownReference for an inode the kernel should no longer know."""
+        node = self._by_inode.get(inode)
+        if node is None:
+            raise UnknownReference(f"inode {inode}")
+        return node
 
     def path(self, inode: int) -> str:
-        return self._by_inode[inode].path
+        return self.node(inode).path
 
     def find_inode(self, inode: int) -> Node | None:
         return self._by_inode.get(inode)
@@ -77,7 +86,7 @@ class InodeTable:
         return node.inode
 
     def add_lookup(self, inode: int, n: int = 1) -> None:
-        self._by_inode[inode].lookups += n
+        self.node(inode).lookups += n
 
     def forget(self, inode: int, n: int) -> None:
         node = self._by_inode.get(inode)
@@ -93,7 +102,7 @@ class InodeTable:
             self._drop_if_unused(node)
 
     def opened(self, inode: int) -> None:
-        self._by_inode[inode].opens += 1
+        self.node(inode).opens += 1
 
     def closed(self, inode: int) -> None:
         node = self._by_inode.get(inode)

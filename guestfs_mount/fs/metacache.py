@@ -29,6 +29,7 @@ from guestfs_mount.vsphere.model import GuestFileInfo
 
 # a cached "no such file" (a missing key means "unknown")
 MISSING = None
+_UNKNOWN = object()
 # seconds our own changes are remembered for `changed_since`: longer than any guest call may take
 CHANGES_KEPT = 900.0
 
@@ -69,9 +70,10 @@ class MetaCache:
     # --- reading ---------------------------------------------------------------------------------------
     def lookup(self, path: str) -> tuple[bool, GuestFileInfo | None]:
         """(known, record): known is False when the cache cannot tell; record None means "does not exist"."""
-        if path in self.attrs:
+        info = self.attrs.get(path, _UNKNOWN)  # one read of the clock: never `in`, then `[]` after expiry
+        if info is not _UNKNOWN:
             self.hits += 1
-            return True, self.attrs[path]
+            return True, info
         parent, name = split(path)
         listing = self.listings.get(parent)
         if listing is not None:
@@ -154,8 +156,9 @@ class MetaCache:
             return  # the mount's root and a VM's directory are not the guest's
         self._changed(path)
         mtime = float(math.floor(time.time())) if known else None
-        if self.attrs.get(path) is not None:
-            self.attrs[path] = dataclasses.replace(self.attrs[path], mtime=mtime)
+        info = self.attrs.get(path)
+        if info is not None:
+            self.attrs[path] = dataclasses.replace(info, mtime=mtime)
         parent, name = split(path)
         listing = self.listings.get(parent)
         if listing is not None and name in listing:
@@ -177,9 +180,9 @@ class MetaCache:
         """`path` and everything below it no longer exist."""
         self._changed(path)
         for key in [k for k in self.attrs if is_under(k, path)]:
-            del self.attrs[key]
+            self.attrs.pop(key, None)  # not `del`, which raises for an entry that expired since it was listed
         for key in [k for k in self.listings if is_under(k, path)]:
-            del self.listings[key]
+            self.listings.pop(key, None)
         self._drop_link_own(path)
         self.put(path, MISSING)
 
@@ -193,9 +196,9 @@ class MetaCache:
         if path:
             listings += [k for k in (split(path)[0],) if k in self.listings and k not in listings]
         for key in records:
-            del self.attrs[key]
+            self.attrs.pop(key, None)
         for key in listings:
-            del self.listings[key]
+            self.listings.pop(key, None)
         self._drop_link_own(path)
         return len(records), len(listings)
 

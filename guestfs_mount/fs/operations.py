@@ -22,7 +22,7 @@ from cachetools import TTLCache
 
 from guestfs_mount.fs.attrs import directory, entry_attributes, guest_time
 from guestfs_mount.fs.handles import DirHandle, Handle, HandleTable, OpenFile
-from guestfs_mount.fs.inodes import InodeTable, is_under, join, split
+from guestfs_mount.fs.inodes import InodeTable, UnknownReference, is_under, join, split
 from guestfs_mount.fs.links import Links
 from guestfs_mount.fs.metacache import MetaCache, is_complete
 from guestfs_mount.fs.pendingattrs import PendingAttributes
@@ -55,7 +55,7 @@ def _fuse_errors(handler):
             self._guest_failed(e)
             log.debug("%s%r: %s (errno %s)", handler.__name__, args[:2], e, e.errno)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-        except KeyError:  # an inode or handle the tables no longer know
+        except UnknownReference:  # an inode or handle the tables no longer know
             log.debug("%s%r: unknown inode or handle", handler.__name__, args[:2])
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         except OSError as e:
@@ -196,7 +196,9 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             await self._listing(parent)
         except (pyfuse3.FUSEError, VSphereError):
             return False  # the stat then gives this name's own answer
-        del self._misses_by_dir[parent]
+        # not `del`: a miss that joined this listing, the count's attr_ttl running out during it or a refresh
+        # may have cleared the count already (a KeyError here was a published file's ENOENT under load)
+        self._misses_by_dir.pop(parent, None)
         return self.cache.lookup(path)[0]
 
     @staticmethod
@@ -243,8 +245,10 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             if drives:
                 return [(d, directory(d)) for d in drives]
         listing = self.cache.listing(path)
-        if listing is None and path in self._listing_now:
-            await self._listing_now[path].wait()  # one listing call for concurrent readers of a directory
+        while listing is None and path in self._listing_now:
+            # one listing call for concurrent readers of a directory; after one that was not kept (our change
+            # landed meanwhile) one waiter lists again and the others wait for it, never two listers at once
+            await self._listing_now[path].wait()
             listing = self.cache.listing(path)
         if listing is None:
             done = self._listing_now[path] = trio.Event()
