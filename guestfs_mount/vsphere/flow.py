@@ -1,17 +1,26 @@
 """Flow control for guest calls: a per-VM limit on concurrent calls (each is a guest login, and guests refuse
-too many at once), and bounded retries with exponential backoff and jitter for the faults that mean "busy"."""
+too many at once), and bounded retries with exponential backoff and jitter for the faults that mean "busy".
+
+Calls come in two classes (`guestfiles.Priority`): interactive (a program waits for the answer) and background
+(a prefetch). A background call takes one of its VM's slots only when no interactive call is waiting for one, and
+background calls never hold more than `limit - 1` slots, so an interactive call finds a slot free or is next in
+line (with `max_guest_calls_per_vm = 1` background calls never run). A background call a program comes to wait
+for is promoted (`Priority.promote`) and queues as interactive from then on.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
-from collections import defaultdict
-from typing import Awaitable, Callable, TypeVar
+from collections import defaultdict, deque
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import trio
 
 from guestfs_mount.vsphere.faultmap import is_retryable
 from guestfs_mount.vsphere.faults import VSphereError
+from guestfs_mount.vsphere.guestfiles import Priority, current_priority
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -20,14 +29,97 @@ BASE_DELAY = 0.2  # seconds before the first retry; doubles each time
 MAX_DELAY = 5.0
 
 
+class _Waiter:
+    __slots__ = ("event", "granted", "background")
+
+    def __init__(self, background: bool) -> None:
+        self.event = trio.Event()
+        self.granted = False
+        self.background = background  # the class of slot it was granted (or waits for)
+
+
+class VMSlots:
+    """The guest-call slots of one VM: `limit` at once; interactive callers first (FIFO among themselves), background
+    callers when no interactive one waits and fewer than `limit - 1` background calls hold a slot."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+        self.background_busy = 0
+        self._interactive: deque[_Waiter] = deque()
+        self._background: deque[_Waiter] = deque()
+
+    def _background_may_start(self) -> bool:
+        return self.busy < self.limit and not self._interactive and self.background_busy < self.limit - 1
+
+    def _take(self, background: bool) -> None:
+        self.busy += 1
+        self.background_busy += background
+
+    def _release(self, background: bool) -> None:
+        self.busy -= 1
+        self.background_busy -= background
+        while self.busy < self.limit:
+            if self._interactive:
+                waiter = self._interactive.popleft()
+            elif self._background and self._background_may_start():
+                waiter = self._background.popleft()
+            else:
+                return
+            self._take(waiter.background)
+            waiter.granted = True
+            waiter.event.set()
+
+    async def _acquire(self, priority: Priority | None) -> bool:
+        """Wait for a slot; returns whether it is a background slot."""
+        while True:
+            background = priority is not None and priority.background
+            if background:
+                if not self._background and self._background_may_start():
+                    self._take(True)
+                    await trio.lowlevel.checkpoint()
+                    return True
+            elif not self._interactive and self.busy < self.limit:
+                self._take(False)
+                await trio.lowlevel.checkpoint()
+                return False
+            waiter = _Waiter(background)
+            queue = self._background if background else self._interactive
+            queue.append(waiter)
+            if background:
+                priority._waiting.add(waiter)
+            try:
+                await waiter.event.wait()
+            except BaseException:
+                if waiter.granted:
+                    self._release(waiter.background)
+                else:
+                    queue.remove(waiter)
+                raise
+            finally:
+                if background:
+                    priority._waiting.discard(waiter)
+            if waiter.granted:
+                return waiter.background
+            queue.remove(waiter)  # promoted while waiting: queue again as interactive
+
+    @asynccontextmanager
+    async def slot(self, priority: Priority | None = None) -> AsyncIterator[None]:
+        background = await self._acquire(priority)
+        try:
+            yield
+        finally:
+            self._release(background)
+
+
 class GuestCallLimiter:
-    """One trio.CapacityLimiter per VM, made on first use."""
+    """One `VMSlots` per VM, made on first use."""
 
     def __init__(self, per_vm: int):
-        self._limiters: dict[str, trio.CapacityLimiter] = defaultdict(lambda: trio.CapacityLimiter(per_vm))
+        self._slots: dict[str, VMSlots] = defaultdict(lambda: VMSlots(per_vm))
 
-    def __call__(self, vm: str) -> trio.CapacityLimiter:
-        return self._limiters[vm]
+    def __call__(self, vm: str) -> VMSlots:
+        return self._slots[vm]
 
 
 def backoff(attempt: int) -> float:
@@ -48,3 +140,9 @@ async def with_retries(call: Callable[[], Awaitable[T]], retries: int, what: str
             attempt += 1
             log.info("%s: %s; retry %d of %d in %.1fs", what, getattr(e, "fault", e), attempt, retries, delay)
             await trio.sleep(delay)
+
+
+async def limited_call(limiter: GuestCallLimiter, vm: str, call: Callable[[], Awaitable[T]]) -> T:
+    """`call()` holding one of the VM's slots, of the class the calling task runs under (`call_priority`)."""
+    async with limiter(vm).slot(current_priority()):
+        return await call()

@@ -8,10 +8,11 @@ raise the `faults.VSphereError` hierarchy; `.errno` says what a filesystem shoul
 from __future__ import annotations
 
 import abc
+import contextvars
 import os
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import AsyncIterator, BinaryIO, Callable, Literal
+from contextlib import AbstractAsyncContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import AsyncIterator, BinaryIO, Callable, Iterator, Literal
 
 from guestfs_mount.vsphere.model import FileAttributes, GuestCredentials, GuestFileInfo, VMInfo
 
@@ -33,6 +34,38 @@ class ClientConfig:
     max_guest_calls_per_vm: int = 4  # concurrent guest operations per VM (guest logins are expensive)
     retries: int = 5  # for TaskInProgress, TooManyGuestLogons, GuestOperationsUnavailable
     list_page_size: int = 500  # entries per ListFilesInGuest / files?action=list call
+
+
+@dataclass(eq=False)
+class Priority:
+    """The class of the guest calls a task makes under `call_priority(...)`: background calls (a prefetch) take a
+    VM's slot only when no interactive call waits for one, and leave one slot to interactive calls (flow.py).
+    `promote()` makes them interactive from then on, also a call already waiting: a program now waits for it."""
+
+    background: bool = True
+    _waiting: set = field(default_factory=set, repr=False)
+
+    def promote(self) -> None:
+        self.background = False
+        for waiter in list(self._waiting):
+            waiter.event.set()
+
+
+_PRIORITY: contextvars.ContextVar[Priority | None] = contextvars.ContextVar("guest_call_priority", default=None)
+
+
+@contextmanager
+def call_priority(priority: Priority | None) -> Iterator[None]:
+    """Guest calls made in this block (and in tasks started from it) have this priority; None: interactive."""
+    token = _PRIORITY.set(priority)
+    try:
+        yield
+    finally:
+        _PRIORITY.reset(token)
+
+
+def current_priority() -> Priority | None:
+    return _PRIORITY.get()
 
 
 class ReadTransfer(abc.ABC):

@@ -1,0 +1,151 @@
+"""The per-VM slots of guest calls (vsphere/flow.py): background calls wait for interactive ones and leave them a
+slot, a promoted background call queues as interactive, cancelled waiters give their place back; InvalidState is
+retried."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import trio
+import trio.testing
+
+from guestfs_mount.vsphere.faultmap import is_retryable, vi_fault_error
+from guestfs_mount.vsphere.flow import GuestCallLimiter, VMSlots, limited_call, with_retries
+from guestfs_mount.vsphere.guestfiles import Priority, call_priority
+
+
+async def _hold(slots: VMSlots, priority, started: list, release: trio.Event, name: str) -> None:
+    async with slots.slot(priority):
+        started.append(name)
+        await release.wait()
+
+
+def test_background_leaves_one_slot_and_waits_for_interactive_calls():
+    async def main():
+        slots = VMSlots(3)
+        started: list[str] = []
+        release = trio.Event()
+        async with trio.open_nursery() as n:
+            for i in range(4):  # one by one: trio starts tasks in no fixed order
+                n.start_soon(_hold, slots, Priority(), started, release, f"bg{i}")
+                await trio.testing.wait_all_tasks_blocked()
+            assert started == ["bg0", "bg1"]  # limit - 1 background slots
+            n.start_soon(_hold, slots, None, started, release, "i0")
+            await trio.testing.wait_all_tasks_blocked()
+            assert started[-1] == "i0"  # the slot left free
+            n.start_soon(_hold, slots, None, started, release, "i1")
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(started) == 3 and slots.busy == 3
+            release.set()
+        # i1 went before the background calls that waited longer
+        assert started.index("i1") < started.index("bg2") < started.index("bg3")
+        assert slots.busy == slots.background_busy == 0
+
+    trio.run(main)
+
+
+def test_a_promoted_background_call_queues_as_interactive():
+    async def main():
+        slots = VMSlots(2)
+        started: list[str] = []
+        gates = {name: trio.Event() for name in ("i0", "bg", "late")}
+        waiting = Priority()
+        async with trio.open_nursery() as n:
+            n.start_soon(_hold, slots, None, started, gates["i0"], "i0")
+            await trio.testing.wait_all_tasks_blocked()
+            n.start_soon(_hold, slots, Priority(), started, gates["bg"], "bg")
+            await trio.testing.wait_all_tasks_blocked()
+            assert started == ["i0", "bg"]
+            n.start_soon(_hold, slots, waiting, started, trio.Event(), "promoted")
+            await trio.testing.wait_all_tasks_blocked()
+            waiting.promote()
+            await trio.testing.wait_all_tasks_blocked()
+            n.start_soon(_hold, slots, None, started, gates["late"], "late")
+            await trio.testing.wait_all_tasks_blocked()
+            gates["i0"].set()  # one slot frees: the promoted call, ahead of the later interactive one
+            await trio.testing.wait_all_tasks_blocked()
+            assert started[2] == "promoted"
+            n.cancel_scope.cancel()
+        assert slots.busy == 0
+
+    trio.run(main)
+
+
+def test_cancelled_waiters_leave_no_slot_taken():
+    async def main():
+        slots = VMSlots(2)
+        started: list[str] = []
+        release = trio.Event()
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_hold, slots, None, started, release, "a")
+            outer.start_soon(_hold, slots, None, started, release, "b")
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(0.05):
+                async with trio.open_nursery() as n:
+                    for name in ("c", "d"):
+                        n.start_soon(_hold, slots, None, started, release, name)
+                        await trio.testing.wait_all_tasks_blocked()
+                    n.start_soon(_hold, slots, Priority(), started, release, "bg")
+            release.set()
+        assert started == ["a", "b"] and slots.busy == 0
+        async with slots.slot(None):  # still usable
+            assert slots.busy == 1
+
+    trio.run(main)
+
+
+def test_call_priority_reaches_limited_calls_in_child_tasks():
+    async def main():
+        limiter = GuestCallLimiter(2)
+        seen = []
+
+        async def call():
+            seen.append(limiter("vm").background_busy)
+
+        with call_priority(Priority()):
+            async with trio.open_nursery() as n:
+                n.start_soon(limited_call, limiter, "vm", call)
+        await limited_call(limiter, "vm", call)
+        assert seen == [1, 0]
+
+    trio.run(main)
+
+
+def test_with_max_one_call_a_background_call_waits_until_promoted():
+    async def main():
+        slots = VMSlots(1)
+        priority = Priority()
+        started: list[str] = []
+        async with trio.open_nursery() as n:
+            n.start_soon(_hold, slots, priority, started, trio.Event(), "bg")
+            await trio.testing.wait_all_tasks_blocked()
+            assert started == []
+            priority.promote()
+            await trio.testing.wait_all_tasks_blocked()
+            assert started == ["bg"]
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_invalid_state_is_retried_and_then_busy(monkeypatch):
+    monkeypatch.setattr("guestfs_mount.vsphere.flow.BASE_DELAY", 0.001)
+    error = vi_fault_error({"_typeName": "InvalidState"}, path="/p", vm="vm-1")
+    assert is_retryable(error) and error.errno == errno.EBUSY
+    assert not is_retryable(vi_fault_error({"_typeName": "InvalidPowerState"}))
+    calls = []
+
+    async def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise error
+        return "ok"
+
+    assert trio.run(with_retries, flaky, 5, "test") == "ok" and len(calls) == 3
+
+    async def always():
+        raise error
+
+    with pytest.raises(type(error)):
+        trio.run(with_retries, always, 2, "test")
