@@ -1,8 +1,10 @@
 """Mount guestfs-mount for a test, driven by real programs.
 
 `mounted_guestfs(tmp, api)` starts the simulator (tests/helpers/simulator.py) with one Linux VM `vm1` (or the
-Linux VMs named in `vms=`), writes a 0600 config file (`mount_config=` adds keys to its [mount] table) and runs `python -m guestfs_mount MP --config FILE --foreground` through `mounting.mounted`,
-which always unmounts: the real command line, the real client and the real simulator over real sockets.
+Linux VMs named in `vms=`, `sim_args=` for its command line) and mounts it with `mount_guestfs`: a 0600 config
+file (`mount_config=` adds keys to its [mount] table, `cache_config=` to [cache]) and `python -m guestfs_mount MP
+--config FILE --foreground` through `mounting.mounted`, which always unmounts: the real command line, the real
+client and the real simulator over real sockets. The benchmarks (benchmarks/rig.py) start theirs the same way.
 """
 
 from __future__ import annotations
@@ -75,8 +77,16 @@ class GuestMount:
         return self.log_path.read_text(errors="replace")
 
 
-def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, attr_ttl: float, dir_ttl: float,
-                 extra: str = "") -> None:
+REPO = Path(__file__).resolve().parents[2]
+# what the tests' mounts trust for how long (the benchmarks pass None: the product's defaults)
+TEST_CACHE = {"attr_ttl": 5.0, "dir_ttl": 5.0, "vm_list_ttl": 2.0}
+
+
+def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, cache: dict | None = None,
+                 extra: str = "", cache_extra: str = "") -> None:
+    """A 0600 config for the simulator's logins; `cache` keys go to [cache] (None: the product's defaults),
+    `extra` lines to [mount], `cache_extra` lines to [cache]."""
+    cache_lines = "".join(f"{k} = {v}\n" for k, v in (cache or {}).items()) + cache_extra
     path.write_text(textwrap.dedent(f"""\
         [vcenter]
         url = "{url}"
@@ -86,10 +96,7 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, a
         [vms.default]
         username = "root"
         password = "vmware"
-        [cache]
-        attr_ttl = {attr_ttl}
-        dir_ttl = {dir_ttl}
-        vm_list_ttl = 2.0
+        """) + (f"[cache]\n{cache_lines}" if cache_lines else "") + textwrap.dedent(f"""\
         [mount]
         spool_dir = "{spool}"
         recovery_dir = "{recovered}"
@@ -98,22 +105,37 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, a
 
 
 @contextlib.contextmanager
+def mount_guestfs(sim: Simulator, workdir: Path, api: str = "vi-json", *, cache: dict | None = None,
+                  mount_config: str = "", cache_config: str = "", extra_args: tuple[str, ...] = (),
+                  vms: tuple[str, ...] = (VM,), product: Path = REPO, timeout: float = 30) -> Iterator[GuestMount]:
+    """Mount the running simulator `sim` at workdir/mnt (config, spool, recovery dir and log beside it) until the
+    block ends. `product` is the directory holding the `guestfs_mount` package to run (the benchmarks measure
+    older commits so)."""
+    mp, spool, recovered, log_path = workdir / "mnt", workdir / "spool", workdir / "recovered", workdir / "mount.log"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "config.toml"
+    write_config(cfg, sim.url, api, spool, recovered, cache, extra=mount_config, cache_extra=cache_config)
+    argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground", *extra_args]
+    env = dict(os.environ, PYTHONPATH=str(product))
+    # cwd: `python -m` looks there first, before PYTHONPATH and the installed package
+    with mounted(argv, mp, log_path=log_path, env=env, cwd=product, timeout=timeout) as proc:
+        yield GuestMount(mp, sim.root, api, log_path, sim, proc, tuple(vms))
+
+
+@contextlib.contextmanager
 def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_ttl: float = 5.0,
                     setup: Callable[[Path], None] | None = None,
                     extra_args: tuple[str, ...] = (), vms: tuple[str, ...] = (VM,),
-                    mount_config: str = "") -> Iterator[GuestMount]:
-    root, mp = tmp / "vms", tmp / "mnt"
+                    mount_config: str = "", cache_config: str = "", sim_args: tuple[str, ...] = (),
+                    latency_ms: int = 0) -> Iterator[GuestMount]:
+    root = tmp / "vms"
     for name in vms:
         (root / name).mkdir(parents=True, exist_ok=True)
     if setup is not None:
         setup(root / VM)
-    spool, recovered, log_path = tmp / "spool", tmp / "recovered", tmp / "mount.log"
-    with contextlib.ExitStack() as stack:
-        sim = stack.enter_context(running_simulator(root, log_path=tmp / "sim.log"))
-        cfg = tmp / "config.toml"
-        write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl, extra=mount_config)
-        argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground", *extra_args]
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-        proc = stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
-        yield GuestMount(mp, root, api, log_path, sim, proc, tuple(vms))
+    with running_simulator(root, log_path=tmp / "sim.log", latency_ms=latency_ms, extra_args=sim_args) as sim:
+        with mount_guestfs(sim, tmp, api, cache={**TEST_CACHE, "attr_ttl": attr_ttl, "dir_ttl": dir_ttl},
+                           mount_config=mount_config, cache_config=cache_config, extra_args=extra_args,
+                           vms=vms) as m:
+            yield m
 
