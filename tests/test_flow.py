@@ -25,47 +25,57 @@ def test_background_leaves_one_slot_and_waits_for_interactive_calls():
     async def main():
         slots = VMSlots(3)
         started: list[str] = []
-        release = trio.Event()
+        gates = {name: trio.Event() for name in ("bg0", "bg1", "bg2", "bg3", "i0", "i1")}
+
+        async def start(name, priority):
+            n.start_soon(_hold, slots, priority, started, gates[name], name)
+            await trio.testing.wait_all_tasks_blocked()
+
         async with trio.open_nursery() as n:
             for i in range(4):  # one by one: trio starts tasks in no fixed order
-                n.start_soon(_hold, slots, Priority(), started, release, f"bg{i}")
-                await trio.testing.wait_all_tasks_blocked()
-            assert started == ["bg0", "bg1"]  # limit - 1 background slots
-            n.start_soon(_hold, slots, None, started, release, "i0")
-            await trio.testing.wait_all_tasks_blocked()
+                await start(f"bg{i}", Priority())
+            assert started == ["bg0", "bg1"]  # a third would take the last free slot
+            await start("i0", None)
             assert started[-1] == "i0"  # the slot left free
-            n.start_soon(_hold, slots, None, started, release, "i1")
-            await trio.testing.wait_all_tasks_blocked()
+            await start("i1", None)
             assert len(started) == 3 and slots.busy == 3
-            release.set()
-        # i1 went before the background calls that waited longer
-        assert started.index("i1") < started.index("bg2") < started.index("bg3")
-        assert slots.busy == slots.background_busy == 0
+            gates["bg0"].set()  # a slot frees: the interactive call waiting goes first
+            await trio.testing.wait_all_tasks_blocked()
+            assert started[-1] == "i1" and slots.busy == 3
+            gates["i0"].set()  # busy 2 of 3: a background call would leave no slot free
+            await trio.testing.wait_all_tasks_blocked()
+            assert started[-1] == "i1" and slots.busy == 2
+            gates["i1"].set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert started[-1] == "bg2" and slots.busy == 2
+            for gate in gates.values():
+                gate.set()
+        assert slots.busy == slots.background_busy == 0 and sorted(started)[-1] == "i1"
 
     trio.run(main)
 
 
 def test_a_promoted_background_call_queues_as_interactive():
     async def main():
-        slots = VMSlots(2)
+        slots = VMSlots(3)
         started: list[str] = []
-        gates = {name: trio.Event() for name in ("i0", "bg", "late")}
+        gates = {name: trio.Event() for name in ("i0", "bg", "i1", "late")}
         waiting = Priority()
         async with trio.open_nursery() as n:
-            n.start_soon(_hold, slots, None, started, gates["i0"], "i0")
-            await trio.testing.wait_all_tasks_blocked()
-            n.start_soon(_hold, slots, Priority(), started, gates["bg"], "bg")
-            await trio.testing.wait_all_tasks_blocked()
-            assert started == ["i0", "bg"]
+            for name, priority in (("i0", None), ("bg", Priority()), ("i1", None)):
+                n.start_soon(_hold, slots, priority, started, gates[name], name)
+                await trio.testing.wait_all_tasks_blocked()
+            assert started == ["i0", "bg", "i1"]
             n.start_soon(_hold, slots, waiting, started, trio.Event(), "promoted")
             await trio.testing.wait_all_tasks_blocked()
             waiting.promote()
             await trio.testing.wait_all_tasks_blocked()
             n.start_soon(_hold, slots, None, started, gates["late"], "late")
             await trio.testing.wait_all_tasks_blocked()
+            assert started == ["i0", "bg", "i1"]  # promoted, yet no slot free
             gates["i0"].set()  # one slot frees: the promoted call, ahead of the later interactive one
             await trio.testing.wait_all_tasks_blocked()
-            assert started[2] == "promoted"
+            assert started[3] == "promoted"
             n.cancel_scope.cancel()
         assert slots.busy == 0
 
@@ -88,7 +98,7 @@ def test_cancelled_waiters_leave_no_slot_taken():
                         await trio.testing.wait_all_tasks_blocked()
                     n.start_soon(_hold, slots, Priority(), started, release, "bg")
             release.set()
-        assert started == ["a", "b"] and slots.busy == 0
+        assert sorted(started) == ["a", "b"] and slots.busy == 0
         async with slots.slot(None):  # still usable
             assert slots.busy == 1
 

@@ -94,6 +94,8 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
                                             _status_document(mountpoint, client, ops))
                     serving.start_soon(_after_init, ops, mountpoint, settings)
                     serving.start_soon(ops.send_held_attributes)
+                    serving.start_soon(ops.attrfill.run)  # REST listings' attributes, for ls -l
+                    serving.start_soon(ops.prefetch.run)  # files of directory scans, ahead of their reader
                     log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
                     if ready is not None:
                         ready()

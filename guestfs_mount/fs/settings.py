@@ -35,3 +35,7 @@ class MountSettings:
     control_socket: Path | None = None  # unix socket that serves `guestfs-mount status` (None: no status)
     # seconds a stop (SIGTERM, SIGINT, unmount) waits for uploads; what is still dirty then goes to recovery_dir
     stop_timeout: float = 60.0
+    content_max_mib: int = 1024  # copies of closed files kept under spool_dir (contentcache.py; 0: none)
+    prefetch_files: int = 8  # files of a directory being read one by one fetched ahead (prefetch.py; 0: none)
+    prefetch_max_kib: int = 1024  # only files up to this size are fetched ahead
+    guest_calls_per_vm: int = 4  # the client's per-VM limit: attribute fetches of a REST listing run this many at once

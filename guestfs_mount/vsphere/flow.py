@@ -2,10 +2,10 @@
 too many at once), and bounded retries with exponential backoff and jitter for the faults that mean "busy".
 
 Calls come in two classes (`guestfiles.Priority`): interactive (a program waits for the answer) and background
-(a prefetch). A background call takes one of its VM's slots only when no interactive call is waiting for one, and
-background calls never hold more than `limit - 1` slots, so an interactive call finds a slot free or is next in
-line (with `max_guest_calls_per_vm = 1` background calls never run). A background call a program comes to wait
-for is promoted (`Priority.promote`) and queues as interactive from then on.
+(a prefetch). A background call takes one of its VM's slots only when no interactive call is waiting for one and
+another slot stays free, so an interactive call always finds a free slot while background calls run (with
+`max_guest_calls_per_vm = 1` background calls never run). A background call a program comes to wait for is
+promoted (`Priority.promote`) and queues as interactive from then on.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class _Waiter:
 
 class VMSlots:
     """The guest-call slots of one VM: `limit` at once; interactive callers first (FIFO among themselves), background
-    callers when no interactive one waits and fewer than `limit - 1` background calls hold a slot."""
+    callers when no interactive one waits and a slot stays free after theirs."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -50,7 +50,7 @@ class VMSlots:
         self._background: deque[_Waiter] = deque()
 
     def _background_may_start(self) -> bool:
-        return self.busy < self.limit and not self._interactive and self.background_busy < self.limit - 1
+        return self.busy < self.limit - 1 and not self._interactive
 
     def _take(self, background: bool) -> None:
         self.busy += 1
