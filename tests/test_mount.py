@@ -563,11 +563,7 @@ def test_reader_stopping_early_leaves_no_spool(gm, work, tmp_path):
     out = subprocess.run(["head", "-c", "100", str(mnt / "big")], capture_output=True, timeout=60)
     assert len(out.stdout) == 100
     assert time.monotonic() - t0 < 10
-    spool = gm.root.parent / "spool"
-    # the content cache's directory holds whole copies only: no spool file, and nothing of the cut download
-    leftovers = lambda: [p for p in spool.rglob("*") if p.is_file() and p.stat().st_size >= 64 << 20
-                         or p.parent == spool and not p.name.startswith("cache-")]  # noqa: E731
-    assert wait_for(lambda: not leftovers(), 10), leftovers()
+    assert wait_for(lambda: not gm.spool_files(), 10), gm.spool_files()
 
 
 def wait_for(predicate, timeout: float) -> bool:

@@ -45,6 +45,10 @@ class GuestMount:
     def spool(self) -> Path:
         return self.log_path.parent / "spool"
 
+    def spool_files(self) -> list[str]:
+        """What the spool directory holds besides the content cache's directory (whole copies of guest files)."""
+        return sorted(p.name for p in self.spool.iterdir() if not p.name.startswith("cache-"))
+
     @property
     def recovered(self) -> Path:
         return self.log_path.parent / "recovered"
