@@ -116,3 +116,36 @@ def test_leftover_cache_of_a_dead_process_goes_and_unsaved_spools_are_kept(tmp_p
     assert not leftover.exists() and mine_running.exists()
     [(path, kept)] = result.kept
     assert path == "vm1/etc/motd" and kept.read_bytes() == b"written, not uploaded"
+
+
+def _settings(tmp_path, cache: str, vcenter: str = ""):
+    import argparse
+
+    from guestfs_mount import cli
+    from guestfs_mount.config import load
+
+    path = tmp_path / "config.toml"
+    path.write_text(f'[vcenter]\nurl = "https://vc"\nusername = "u"\npassword_env = "X"\n{vcenter}'
+                    f'[vms.default]\nusername = "root"\n[cache]\n{cache}')
+    config = load(path)
+    args = argparse.Namespace(read_only=False, allow_other=False, debug=False, vms=None)
+    calls = int(config.vcenter.get("max_guest_calls_per_vm", 4))
+    return cli.mount_settings_from(config, args, str(tmp_path), [], calls)
+
+
+def test_cache_and_prefetch_keys(tmp_path):
+    import pytest
+
+    from guestfs_mount.config import ConfigError
+
+    s = _settings(tmp_path, "content_max_mib = 64\nprefetch_files = 0\nprefetch_max_kib = 16\n")
+    assert (s.content_max_mib, s.prefetch_files, s.prefetch_max_kib) == (64, 0, 16)
+    s = _settings(tmp_path, "")
+    assert (s.content_max_mib, s.prefetch_files, s.prefetch_max_kib, s.guest_calls_per_vm) == (1024, 8, 1024, 4)
+    # one guest call per VM leaves no slot to a prefetch: off
+    s = _settings(tmp_path, "", vcenter="max_guest_calls_per_vm = 1\n")
+    assert s.prefetch_files == 0 and s.guest_calls_per_vm == 1
+    with pytest.raises(ConfigError, match=r"\[cache\] content_max_mib must be 0 or more"):
+        _settings(tmp_path, "content_max_mib = -1\n")
+    with pytest.raises(ConfigError, match=r"prefetch_files must be a whole number, 0 or more"):
+        _settings(tmp_path, "prefetch_files = 1.5\n")

@@ -2,9 +2,11 @@
 `tar c`, `grep -r`, `rsync` from the mount, `find -exec cat`), the next small files of that directory are fetched
 into the content cache (contentcache.py) side by side, so the reads that follow find them there.
 
-A scan is one process (the pid of the FUSE request) in one directory. It is recognised when the process opens two
-files that are next to each other in the directory's listing, in the listing's order (cp, tar, grep, find) or in
-name order (rsync); from then on each open of a file of the scan keeps the `prefetch_files` regular files after it
+A scan is one reader in one directory; a reader is the parent of the process that opens (`find -exec cat {} \;`
+runs a new `cat` for each file, a multi-threaded reader opens from several threads), or that process when its
+parent cannot be read. It is recognised when the reader opens two files that are next to each other in the
+directory's listing, in the listing's order (cp, tar, grep, find) or in name order (rsync); from then on each open
+of a file of the scan keeps the `prefetch_files` regular files after it
 (of at most `prefetch_max_kib` each; larger ones are skipped) fetched or being fetched. Only a directory whose
 listing the mount holds is scanned (these programs list it first).
 
@@ -13,7 +15,7 @@ call waits for one, and never the last one. A program that opens a file being pr
 promoted to an interactive call (`settle`), instead of fetching the file again.
 
 A prefetch that fails is silent (the program's own read then fetches the file and reports). Every prefetch runs in
-the nursery the mount owns (`run`); a scan whose process is gone or that opened nothing for `IDLE_S` seconds has
+the nursery the mount owns (`run`); a scan whose reader is gone or that opened nothing for `IDLE_S` seconds has
 its prefetches cancelled, and unmounting cancels all.
 """
 
@@ -51,7 +53,7 @@ class _Job:
 
 @dataclass(eq=False)
 class _Scan:
-    pid: int
+    reader: int  # a process id (see reader_of)
     directory: str
     touched: float
     last: str | None = None  # the file it opened last
@@ -64,6 +66,16 @@ class _Scan:
 def _files_in_orders(listing: dict[str, GuestFileInfo]) -> tuple[list[str], list[str]]:
     files = [name for name, info in listing.items() if info.type is FileType.FILE]
     return files, sorted(files)
+
+
+def reader_of(pid: int) -> int:
+    """The reader a FUSE request's pid belongs to: its parent process (`/proc/PID/stat`), else itself."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[1]) or pid
+    except (OSError, IndexError, ValueError):
+        return pid
 
 
 def _process_alive(pid: int) -> bool:
@@ -116,7 +128,7 @@ class Prefetcher:
     def _sweep(self) -> None:
         now = trio.current_time()
         for key, scan in list(self._scans.items()):
-            if now - scan.touched > IDLE_S or not _process_alive(scan.pid):
+            if now - scan.touched > IDLE_S or not _process_alive(scan.reader):
                 self._end(key, scan)
 
     def _end(self, key, scan: _Scan) -> None:
@@ -133,10 +145,11 @@ class Prefetcher:
         listing = self.cache.listing(directory)
         if listing is None or name not in listing:
             return
-        key = (pid, directory)
+        reader = reader_of(pid)
+        key = (reader, directory)
         scan = self._scans.get(key)
         if scan is None:
-            scan = self._scans[key] = _Scan(pid, directory, trio.current_time())
+            scan = self._scans[key] = _Scan(reader, directory, trio.current_time())
             self._scans_added.set()
         scan.touched = trio.current_time()
         scan.opened.add(name)
