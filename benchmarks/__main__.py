@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "e.g. an export of a commit: git archive COMMIT guestfs_mount | tar -x -C DIR")
     parser.add_argument("--commit", metavar="REV", help="measure guestfs_mount as of this commit (exported with git "
                         "archive into the temp dir) instead of the work tree")
+    parser.add_argument("--guest-calls", type=int, metavar="N", help="[vcenter] max_guest_calls_per_vm of the mount "
+                        "(default: the product's, 4)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) instead of deleting it")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to any one command (default 900)")
     args = parser.parse_args(argv)
@@ -95,7 +97,8 @@ def run_cases(args, sim, data: Dataset, sizes, workdir: Path, api: str, latency:
     figures: dict = {}
     errors: dict = {}
     print(f"== {api}, latency {latency} ms, {guest_kind} guest", file=sys.stderr, flush=True)
-    with mount(sim, workdir, name, api, args.product) as m, contextlib.closing(raw.RawGuest(sim, api)) as guest:
+    with mount(sim, workdir, name, api, args.product, guest_calls=args.guest_calls) as m, \
+            contextlib.closing(raw.RawGuest(sim, api)) as guest:
         ctx = Ctx(sim, m, guest, data, sizes, workdir, run_dir, args.timeout, latency)
         for case in args.cases:
             t0 = time.monotonic()
@@ -148,7 +151,8 @@ def main(argv=None) -> int:
         machine["loadavg_end"] = report._read("/proc/loadavg").split()[:3]
         machine["elapsed_s"] = round(time.monotonic() - started, 1)
         options = {"suite": args.suite, "quick": args.quick, "latencies_ms": args.latencies, "apis": args.apis,
-                   "guests": args.guests, "cases": args.cases, "sizes": asdict(sizes)}
+                   "guests": args.guests, "cases": args.cases, "sizes": asdict(sizes),
+                   "max_guest_calls_per_vm": args.guest_calls}
         try:
             doc = report.document(runs, machine, options)
             print(report.table(doc))

@@ -155,10 +155,10 @@ class Dataset:
         os.utime(target, (OLD, OLD))
         return name
 
-    def small_files_dir(self, files: int) -> str:
+    def small_files_dir(self, files: int, tag: str = "") -> str:
         """A guest directory of `files` files of 4 KiB random bytes each (shared by the runs: each run's mount
-        starts cold)."""
-        name = f"small-{files}"
+        starts cold); another `tag`, another directory."""
+        name = f"small-{files}" + (f"-{tag}" if tag else "")
 
         def fill(tmp: Path) -> None:
             for i in range(files):

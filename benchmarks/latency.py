@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import time
 
 from benchmarks.cases import Ctx, PeakRss, _calls, _other_calls, run
-from benchmarks.data import MiB
+from benchmarks.data import MiB, made_once
 
 VIM_FILE = 16 << 10
 # the product's default [cache] attr_ttl: how long a record is trusted (the suite runs the product's defaults)
@@ -64,10 +65,11 @@ def drop_page_cache(path) -> None:
 
 
 def _cat(ctx: Ctx, guest_path: str) -> tuple[bytes, float, dict]:
-    """Read a file through the mount (its pages dropped from the kernel's cache first); bytes, seconds, calls."""
-    drop_page_cache(ctx.in_mount(guest_path))
+    """Read a file through the mount (its pages dropped from the kernel's cache first, which opens it: counted
+    and timed with the read, as cat's own open would be); bytes, seconds, calls."""
     ctx.sim.reset_stats()
     start = time.perf_counter()
+    drop_page_cache(ctx.in_mount(guest_path))
     data = ctx.in_mount(guest_path).read_bytes()
     return data, time.perf_counter() - start, ctx.sim.stats()
 
@@ -114,6 +116,28 @@ def case_vim(ctx: Ctx) -> dict:
     return _figures("vim", seconds, stats)
 
 
+def case_ls_busy(ctx: Ctx) -> dict:
+    """`ls` of a directory the mount has not listed (one guest call) while `cp -r` copies small files out of the
+    guest (and the mount fetches ahead of it): how long a program's call waits behind a scan's."""
+    source = ctx.data.small_files_dir(ctx.sizes.cpr_files, "busy")  # not the one cpr read (and the mount kept)
+    other = f"{ctx.run_dir}/busy"
+    os.listdir(ctx.in_mount(ctx.run_dir))  # so the ls below is the listing alone
+    out = ctx.workdir / f"busy-{time.monotonic_ns()}"
+    cp = subprocess.Popen(["cp", "-r", str(ctx.in_mount(source)), str(out)], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(min(2.0, ctx.sizes.cpr_files / 200))  # well into the scan
+        if cp.poll() is not None:
+            raise RuntimeError("cp -r ended before the ls")
+        ctx.sim.reset_stats()
+        seconds = run(["ls", str(ctx.in_mount(other))], ctx.timeout)
+        during = ctx.sim.stats()
+    finally:
+        cp.kill()
+        cp.wait(30)
+        shutil.rmtree(out, ignore_errors=True)
+    return {"ls_busy_s": round(seconds, 3), "ls_busy_calls_meanwhile": _calls(during)}
+
+
 def case_cache_rss(ctx: Ctx) -> dict:
     """The mount's peak RSS while `cp` reads files adding up to more than the content cache holds (1 GiB by
     default; the quick sizes do not fill it), then whether the last one is read again from the cache."""
@@ -123,8 +147,8 @@ def case_cache_rss(ctx: Ctx) -> dict:
     with PeakRss(pid) as peak:
         for name in names:
             run(["cp", str(ctx.in_mount(name)), os.devnull], ctx.timeout)
-    drop_page_cache(ctx.in_mount(names[-1]))
     ctx.sim.reset_stats()
+    drop_page_cache(ctx.in_mount(names[-1]))
     run(["cp", str(ctx.in_mount(names[-1])), os.devnull], ctx.timeout)
     again = ctx.sim.stats()
     return {"cache_fill_mib": size * count // MiB, "cache_fill_peak_rss_mib": peak.peak_mib,
@@ -141,11 +165,15 @@ def stock(data, sizes, run_dir: str, cases: list[str]) -> None:
         data.stock_own(VIM_FILE, f"{run_dir}/own", text=True)
     if "cpr" in cases:
         data.small_files_dir(sizes.cpr_files)
+    if "ls_busy" in cases:
+        data.small_files_dir(sizes.cpr_files, "busy")
+        made_once(data.vm_root / run_dir / "busy", lambda d: [(d / f"e{i}").touch() for i in range(10)])
 
 
 LATENCY_CASES = {
     "cpr": case_cpr,
     "reread": case_reread,
     "vim": case_vim,
+    "ls_busy": case_ls_busy,
     "cache_rss": case_cache_rss,
 }

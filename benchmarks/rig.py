@@ -32,9 +32,11 @@ def simulator(root: Path, log_path: Path, latency_ms: int, guest: str = "paralle
 
 
 @contextlib.contextmanager
-def mount(sim: Simulator, workdir: Path, name: str, api: str, product: Path = REPO,
-          timeout: float = 60) -> Iterator[GuestMount]:
-    """The product's mount of `sim` with its default settings (no [cache] table), in workdir/mount-NAME; always
-    unmounted."""
-    with mount_guestfs(sim, workdir / f"mount-{name}", api, product=product, timeout=timeout) as m:
+def mount(sim: Simulator, workdir: Path, name: str, api: str, product: Path = REPO, timeout: float = 60,
+          guest_calls: int | None = None) -> Iterator[GuestMount]:
+    """The product's mount of `sim` with its default settings (no [cache] table; `guest_calls`: [vcenter]
+    max_guest_calls_per_vm), in workdir/mount-NAME; always unmounted."""
+    vcenter = f"max_guest_calls_per_vm = {guest_calls}\n" if guest_calls else ""
+    with mount_guestfs(sim, workdir / f"mount-{name}", api, product=product, timeout=timeout,
+                       vcenter_config=vcenter) as m:
         yield m

@@ -87,9 +87,9 @@ TEST_CACHE = {"attr_ttl": 5.0, "dir_ttl": 5.0, "vm_list_ttl": 2.0}
 
 
 def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, cache: dict | None = None,
-                 extra: str = "", cache_extra: str = "") -> None:
+                 extra: str = "", cache_extra: str = "", vcenter_extra: str = "") -> None:
     """A 0600 config for the simulator's logins; `cache` keys go to [cache] (None: the product's defaults),
-    `extra` lines to [mount], `cache_extra` lines to [cache]."""
+    `extra` lines to [mount], `cache_extra` lines to [cache], `vcenter_extra` lines to [vcenter]."""
     cache_lines = "".join(f"{k} = {v}\n" for k, v in (cache or {}).items()) + cache_extra
     path.write_text(textwrap.dedent(f"""\
         [vcenter]
@@ -97,6 +97,7 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, c
         username = "administrator@vsphere.local"
         password = "vmware"
         api = "{api}"
+        """) + vcenter_extra + textwrap.dedent("""\
         [vms.default]
         username = "root"
         password = "vmware"
@@ -110,7 +111,8 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, c
 
 @contextlib.contextmanager
 def mount_guestfs(sim: Simulator, workdir: Path, api: str = "vi-json", *, cache: dict | None = None,
-                  mount_config: str = "", cache_config: str = "", extra_args: tuple[str, ...] = (),
+                  mount_config: str = "", cache_config: str = "", vcenter_config: str = "",
+                  extra_args: tuple[str, ...] = (),
                   vms: tuple[str, ...] = (VM,), product: Path = REPO, timeout: float = 30) -> Iterator[GuestMount]:
     """Mount the running simulator `sim` at workdir/mnt (config, spool, recovery dir and log beside it) until the
     block ends. `product` is the directory holding the `guestfs_mount` package to run (the benchmarks measure
@@ -118,7 +120,8 @@ def mount_guestfs(sim: Simulator, workdir: Path, api: str = "vi-json", *, cache:
     mp, spool, recovered, log_path = workdir / "mnt", workdir / "spool", workdir / "recovered", workdir / "mount.log"
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "config.toml"
-    write_config(cfg, sim.url, api, spool, recovered, cache, extra=mount_config, cache_extra=cache_config)
+    write_config(cfg, sim.url, api, spool, recovered, cache, extra=mount_config, cache_extra=cache_config,
+                 vcenter_extra=vcenter_config)
     argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground", *extra_args]
     env = dict(os.environ, PYTHONPATH=str(product))
     # cwd: `python -m` looks there first, before PYTHONPATH and the installed package

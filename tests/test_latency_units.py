@@ -1,5 +1,6 @@
-"""The content cache's bookkeeping (contentcache.py), a spool handed to it and back (spool.py), and start-up after
-a crash (leftovers.py): no unit test here needs a mount; tests/test_mount_prefetch.py drives the real one."""
+"""Unit tests of the reads-at-latency parts: the content cache's bookkeeping (contentcache.py), a spool handed to
+it and back (spool.py), start-up after a crash (leftovers.py), records of a long attribute pass living from its
+end (MetaCache.restamp), the [cache] keys. tests/test_mount_prefetch.py drives the real mount."""
 
 from __future__ import annotations
 
@@ -149,3 +150,28 @@ def test_cache_and_prefetch_keys(tmp_path):
         _settings(tmp_path, "content_max_mib = -1\n")
     with pytest.raises(ConfigError, match=r"prefetch_files must be a whole number, 0 or more"):
         _settings(tmp_path, "prefetch_files = 1.5\n")
+
+
+def test_a_pass_records_live_from_its_end_unless_we_changed_them():
+    from guestfs_mount.fs.metacache import MetaCache
+
+    cache = MetaCache(attr_ttl=0.2, dir_ttl=0.2)
+    listing = cache.put_listing("vm/d", [GuestFileInfo(name=n, type=FileType.FILE, size=1) for n in "abc"])
+    mark = cache.mark()
+    records = {}
+    for name in "abc":
+        records[f"vm/d/{name}"] = rec(1)
+        cache.put(f"vm/d/{name}", records[f"vm/d/{name}"], ours=False)
+    time.sleep(0.25)  # the pass outlived both TTLs
+    assert cache.lookup("vm/d/a") == (False, None)
+    cache.put("vm/d/b", rec(2))  # our own change during the pass: ours stays
+    cache.restamp("vm/d", listing, records, mark)
+    assert cache.lookup("vm/d/a")[1] is records["vm/d/a"] and cache.lookup("vm/d/c")[1] is records["vm/d/c"]
+    assert cache.lookup("vm/d/b")[1].size == 2
+    assert cache.listing("vm/d") is None  # something in it changed since: the listing is asked again
+    # a listing replaced meanwhile (asked again by someone): nothing of the pass is revived
+    fresh = MetaCache(attr_ttl=60, dir_ttl=60)
+    old = fresh.put_listing("vm/d", [GuestFileInfo(name="a", type=FileType.FILE, size=1)])
+    new = fresh.put_listing("vm/d", [])
+    fresh.restamp("vm/d", old, {"vm/d/a": rec(1)}, fresh.mark())
+    assert fresh.listing("vm/d") is new and fresh.lookup("vm/d/a") == (True, None)
