@@ -78,12 +78,16 @@ def test_our_renames_deletes_and_touches_follow(tmp_path):
     cache = ContentCache(tmp_path, 1 << 20)
     for path in ("vm/d/a", "vm/d/e/b", "vm/x"):
         cache.add(path, copy(cache, b"1"), (1, OLD))
-    cache.rename("vm/d", "vm/x")  # onto a file: it goes
+    cache.rename("vm/d", "vm/x", tree=True)  # a directory onto a file: the file's copy goes
     assert cache.holds("vm/x/a") and cache.holds("vm/x/e/b") and not cache.holds("vm/d/a")
     cache.retime("vm/x/a", OLD, OLD + 50)  # we set its mtime; the content is the same
     assert cache.valid("vm/x/a", rec(1, OLD + 50))
     cache.retime("vm/x/e/b", OLD + 1, OLD + 50)  # not the record the copy is of
     assert not cache.holds("vm/x/e/b")
+    cache.add("vm/y", copy(cache, b"2"), (1, OLD))
+    cache.rename("vm/x/a", "vm/y")  # a file onto a file
+    assert cache.valid("vm/y", rec(1, OLD + 50)) and not cache.holds("vm/x/a")
+    cache.drop("vm/y")
     cache.drop_tree("vm/x")
     assert cache.bytes == 0 and list(cache.dir.iterdir()) == []
 

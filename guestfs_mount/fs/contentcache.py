@@ -137,11 +137,21 @@ class ContentCache:
         return True
 
     # --- our own changes --------------------------------------------------------------------------------
-    def rename(self, old: str, new: str) -> None:
-        """`old` (a file, or a directory and all below it) is now `new`; whatever was at `new` is gone."""
+    def rename(self, old: str, new: str, tree: bool = False) -> None:
+        """`old` (a file; with `tree`, a directory and all below it) is now `new`; what was at `new` is gone."""
+        if not tree:
+            self._drop(new)
+            entry = self._entries.pop(old, None)
+            if entry is not None:
+                self._entries[new] = entry
+            return
         self.drop_tree(new)
         for path in [p for p in self._entries if is_under(p, old)]:
             self._entries[new + path[len(old):]] = self._entries.pop(path)
+
+    def drop(self, path: str) -> None:
+        """A file we deleted (one dictionary lookup: an rsync run deletes and renames thousands)."""
+        self._drop(path)
 
     def drop_tree(self, path: str) -> None:
         for p in [p for p in self._entries if is_under(p, path)]:

@@ -500,7 +500,7 @@ class GuestOperations(Uploads, pyfuse3.Operations):
         self.pending.drop_tree(path)
         self.inodes.unlink(path)
         self.cache.remove_tree(path)
-        self.contents.drop_tree(path)
+        self.contents.drop(path)
 
     @_fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
@@ -579,7 +579,7 @@ class GuestOperations(Uploads, pyfuse3.Operations):
                 self._mark_dirty(of)
         self.pending.rename(old, new)
         self.cache.rename(old, new, dataclasses.replace(info, name=split(new)[1], **self.pending.as_changes(new)))
-        self.contents.rename(old, new)
+        self.contents.rename(old, new, tree=info.type is FileType.DIRECTORY)
 
     async def _nonempty(self, path: str) -> bool:
         target = await self.vms.target(path)

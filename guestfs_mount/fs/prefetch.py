@@ -58,14 +58,18 @@ class _Scan:
     touched: float
     last: str | None = None  # the file it opened last
     order: list[str] | None = None  # the regular files in the order it reads them, once recognised
+    position: dict[str, int] | None = None  # name -> its index in `order`
     listing: dict | None = None  # the listing `order` was made from
     opened: set[str] = field(default_factory=set)
-    jobs: dict[str, _Job] = field(default_factory=dict)  # name -> prefetch (done ones stay: never fetched twice)
+    jobs: dict[str, _Job] = field(default_factory=dict)  # name -> prefetch running
+    fetched: set[str] = field(default_factory=set)  # names prefetched already (or tried): never twice
 
 
-def _files_in_orders(listing: dict[str, GuestFileInfo]) -> tuple[list[str], list[str]]:
+def _orders(listing: dict[str, GuestFileInfo]):
+    """The directory's regular files in listing order and in name order, each with its name -> index map."""
     files = [name for name, info in listing.items() if info.type is FileType.FILE]
-    return files, sorted(files)
+    for order in (files, sorted(files)):
+        yield order, {name: i for i, name in enumerate(order)}
 
 
 def reader_of(pid: int) -> int:
@@ -133,9 +137,8 @@ class Prefetcher:
 
     def _end(self, key, scan: _Scan) -> None:
         del self._scans[key]
-        for job in scan.jobs.values():
-            if not job.done.is_set():
-                job.scope.cancel()
+        for job in list(scan.jobs.values()):
+            job.scope.cancel()
 
     def opened(self, path: str, pid: int | None) -> None:
         """A process opened `path` to read it: the scan it may be part of moves on."""
@@ -154,42 +157,35 @@ class Prefetcher:
         scan.touched = trio.current_time()
         scan.opened.add(name)
         if scan.order is None or scan.listing is not listing:
-            scan.order = self._order(scan.last, name, listing) if scan.last is not None else None
-            scan.listing = listing if scan.order is not None else None
+            scan.order = scan.position = scan.listing = None
+            if scan.last is not None:
+                # the order in which the two files opened last are next to each other, if one is
+                for order, position in _orders(listing):
+                    if position.get(name, -2) == position.get(scan.last, -2) + 1:
+                        scan.order, scan.position, scan.listing = order, position, listing
+                        break
         scan.last = name
         if scan.order is not None:
             self._top_up(scan, name, listing)
 
-    @staticmethod
-    def _order(previous: str, name: str, listing: dict[str, GuestFileInfo]) -> list[str] | None:
-        """The order in which the two files opened last are next to each other, if one is."""
-        for order in _files_in_orders(listing):
-            try:
-                if order.index(name) == order.index(previous) + 1:
-                    return order
-            except ValueError:
-                return None
-        return None
-
     def _top_up(self, scan: _Scan, name: str, listing: dict[str, GuestFileInfo]) -> None:
-        try:
-            start = scan.order.index(name) + 1
-        except ValueError:
+        if name not in scan.position:
             return
         ahead = 0
-        for candidate in scan.order[start:]:
+        for i in range(scan.position[name] + 1, len(scan.order)):
             if ahead >= self.files:
                 break
+            candidate = scan.order[i]
             info = listing.get(candidate)
             if info is None or info.type is not FileType.FILE or info.size > self.max_bytes:
                 continue
             ahead += 1
             path = join(scan.directory, candidate)
-            if (candidate in scan.opened or candidate in scan.jobs or path in self._inflight
-                    or self.contents.holds(path) or self.is_open(path)):
+            if (candidate in scan.opened or candidate in scan.fetched or candidate in scan.jobs
+                    or path in self._inflight or self.contents.holds(path) or self.is_open(path)):
                 continue
             job = scan.jobs[candidate] = self._inflight[path] = _Job(path)
-            self._nursery.start_soon(self._run_job, job)
+            self._nursery.start_soon(self._run_job, scan, candidate, job)
 
     async def settle(self, path: str) -> None:
         """Before an open of `path` looks for a cached copy: a prefetch of it still running is waited for, its
@@ -200,7 +196,7 @@ class Prefetcher:
             await job.done.wait()
 
     # --- one prefetch --------------------------------------------------------------------------------------
-    async def _run_job(self, job: _Job) -> None:
+    async def _run_job(self, scan: _Scan, name: str, job: _Job) -> None:
         try:
             with job.scope, call_priority(job.priority):
                 try:
@@ -214,6 +210,8 @@ class Prefetcher:
         finally:
             if self._inflight.get(job.path) is job:
                 del self._inflight[job.path]
+            scan.jobs.pop(name, None)  # a name kept, not the job: a scan of 100,000 files stays small
+            scan.fetched.add(name)
             job.done.set()
 
     async def _fetch(self, path: str) -> bool:
