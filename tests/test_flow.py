@@ -55,27 +55,33 @@ def test_background_leaves_one_slot_and_waits_for_interactive_calls():
     trio.run(main)
 
 
-def test_a_promoted_background_call_queues_as_interactive():
+def test_a_promoted_background_call_goes_before_background_ones_and_leaves_the_last_slot():
     async def main():
         slots = VMSlots(3)
         started: list[str] = []
-        gates = {name: trio.Event() for name in ("i0", "bg", "i1", "late")}
+        gates = {name: trio.Event() for name in ("i0", "i1", "i2", "late", "bg", "promoted")}
         waiting = Priority()
-        async with trio.open_nursery() as n:
-            for name, priority in (("i0", None), ("bg", Priority()), ("i1", None)):
-                n.start_soon(_hold, slots, priority, started, gates[name], name)
-                await trio.testing.wait_all_tasks_blocked()
-            assert started == ["i0", "bg", "i1"]
-            n.start_soon(_hold, slots, waiting, started, trio.Event(), "promoted")
+
+        async def start(name, priority):
+            n.start_soon(_hold, slots, priority, started, gates[name], name)
             await trio.testing.wait_all_tasks_blocked()
+
+        async with trio.open_nursery() as n:
+            for name in ("i0", "i1", "i2"):
+                await start(name, None)
+            await start("bg", Priority())
+            await start("promoted", waiting)
             waiting.promote()
             await trio.testing.wait_all_tasks_blocked()
-            n.start_soon(_hold, slots, None, started, gates["late"], "late")
+            await start("late", None)
+            assert started == ["i0", "i1", "i2"]
+            gates["i0"].set()  # one slot free: the last one, for a program's call, not a prefetch's
             await trio.testing.wait_all_tasks_blocked()
-            assert started == ["i0", "bg", "i1"]  # promoted, yet no slot free
-            gates["i0"].set()  # one slot frees: the promoted call, ahead of the later interactive one
+            assert started[-1] == "late" and slots.busy == 3
+            gates["i1"].set()
+            gates["late"].set()  # two free: the promoted prefetch, before the one that waited longer
             await trio.testing.wait_all_tasks_blocked()
-            assert started[3] == "promoted"
+            assert started[-1] == "promoted" and slots.busy == 2
             n.cancel_scope.cancel()
         assert slots.busy == 0
 

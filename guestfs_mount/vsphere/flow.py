@@ -3,9 +3,10 @@ too many at once), and bounded retries with exponential backoff and jitter for t
 
 Calls come in two classes (`guestfiles.Priority`): interactive (a program waits for the answer) and background
 (a prefetch). A background call takes one of its VM's slots only when no interactive call is waiting for one and
-another slot stays free, so an interactive call always finds a free slot while background calls run (with
-`max_guest_calls_per_vm = 1` background calls never run). A background call a program comes to wait for is
-promoted (`Priority.promote`) and queues as interactive from then on.
+another slot stays free (with `max_guest_calls_per_vm = 1` background calls never run). A background call a
+program comes to wait for is promoted (`Priority.promote`): from then on it queues with the interactive calls,
+but still leaves the last slot free. So a scan (its prefetches, and its reader waiting for them) never holds every
+slot: another program's call finds one free.
 """
 
 from __future__ import annotations
@@ -30,27 +31,30 @@ MAX_DELAY = 5.0
 
 
 class _Waiter:
-    __slots__ = ("event", "granted", "background")
+    __slots__ = ("event", "granted", "background", "reserve")
 
-    def __init__(self, background: bool) -> None:
+    def __init__(self, background: bool, reserve: int) -> None:
         self.event = trio.Event()
         self.granted = False
-        self.background = background  # the class of slot it was granted (or waits for)
+        self.background = background  # the class of slot it waits for (and is granted)
+        self.reserve = reserve  # slots that must stay free after it takes one
 
 
 class VMSlots:
-    """The guest-call slots of one VM: `limit` at once; interactive callers first (FIFO among themselves), background
-    callers when no interactive one waits and a slot stays free after theirs."""
+    """The guest-call slots of one VM: `limit` at once. A program's calls take any free slot, first come, first
+    served. A prefetch's (background) calls take one only when no other call waits and another slot stays free
+    after theirs; promoted ones (a program waits for that prefetch now) queue with the program's calls but leave
+    that last slot free too. So a scan and its prefetches never hold the last slot: another program finds it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.busy = 0
         self.background_busy = 0
-        self._interactive: deque[_Waiter] = deque()
+        self._interactive: deque[_Waiter] = deque()  # programs' calls and promoted prefetches, in arrival order
         self._background: deque[_Waiter] = deque()
 
-    def _background_may_start(self) -> bool:
-        return self.busy < self.limit - 1 and not self._interactive
+    def _free_after(self, reserve: int) -> bool:
+        return self.busy < self.limit - reserve
 
     def _take(self, background: bool) -> None:
         self.busy += 1
@@ -59,10 +63,11 @@ class VMSlots:
     def _release(self, background: bool) -> None:
         self.busy -= 1
         self.background_busy -= background
-        while self.busy < self.limit:
-            if self._interactive:
-                waiter = self._interactive.popleft()
-            elif self._background and self._background_may_start():
+        while True:
+            waiter = next((w for w in self._interactive if self._free_after(w.reserve)), None)
+            if waiter is not None:
+                self._interactive.remove(waiter)
+            elif self._background and not self._interactive and self._free_after(1):
                 waiter = self._background.popleft()
             else:
                 return
@@ -74,16 +79,18 @@ class VMSlots:
         """Wait for a slot; returns whether it is a background slot."""
         while True:
             background = priority is not None and priority.background
+            # a prefetch leaves a slot free (with one slot in all it never runs); a promoted one too, unless it
+            # cannot (one slot in all: a program waits for it)
+            reserve = 1 if background else min(1, self.limit - 1) if priority is not None and priority.promoted else 0
             if background:
-                if not self._background and self._background_may_start():
-                    self._take(True)
-                    await trio.lowlevel.checkpoint()
-                    return True
-            elif not self._interactive and self.busy < self.limit:
-                self._take(False)
+                ready = not self._background and not self._interactive and self._free_after(reserve)
+            else:
+                ready = not any(w.reserve <= reserve for w in self._interactive) and self._free_after(reserve)
+            if ready:
+                self._take(background)
                 await trio.lowlevel.checkpoint()
-                return False
-            waiter = _Waiter(background)
+                return background
+            waiter = _Waiter(background, reserve)
             queue = self._background if background else self._interactive
             queue.append(waiter)
             if background:
@@ -101,7 +108,7 @@ class VMSlots:
                     priority._waiting.discard(waiter)
             if waiter.granted:
                 return waiter.background
-            queue.remove(waiter)  # promoted while waiting: queue again as interactive
+            queue.remove(waiter)  # promoted while waiting: queue again as a promoted call
 
     @asynccontextmanager
     async def slot(self, priority: Priority | None = None) -> AsyncIterator[None]:
