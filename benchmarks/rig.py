@@ -37,6 +37,6 @@ def mount(sim: Simulator, workdir: Path, name: str, api: str, product: Path = RE
     """The product's mount of `sim` with its default settings (no [cache] table; `guest_calls`: [vcenter]
     max_guest_calls_per_vm), in workdir/mount-NAME; always unmounted."""
     vcenter = f"max_guest_calls_per_vm = {guest_calls}\n" if guest_calls else ""
-    with mount_guestfs(sim, workdir / f"mount-{name}", api, product=product, timeout=timeout,
-                       vcenter_config=vcenter) as m:
+    with mount_guestfs(sim, workdir / f"mount-{name}", api, attr_ttl=None, dir_ttl=None, vm_list_ttl=None,
+                       product=product, timeout=timeout, vcenter_config=vcenter) as m:
         yield m

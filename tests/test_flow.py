@@ -21,11 +21,11 @@ async def _hold(slots: VMSlots, priority, started: list, release: trio.Event, na
         await release.wait()
 
 
-def test_background_leaves_one_slot_and_waits_for_interactive_calls():
+def test_background_leaves_two_slots_and_waits_for_interactive_calls():
     async def main():
-        slots = VMSlots(3)
+        slots = VMSlots(4)
         started: list[str] = []
-        gates = {name: trio.Event() for name in ("bg0", "bg1", "bg2", "bg3", "i0", "i1")}
+        gates = {name: trio.Event() for name in ("bg0", "bg1", "bg2", "bg3", "i0", "i1", "i2")}
 
         async def start(name, priority):
             n.start_soon(_hold, slots, priority, started, gates[name], name)
@@ -34,32 +34,33 @@ def test_background_leaves_one_slot_and_waits_for_interactive_calls():
         async with trio.open_nursery() as n:
             for i in range(4):  # one by one: trio starts tasks in no fixed order
                 await start(f"bg{i}", Priority())
-            assert started == ["bg0", "bg1"]  # a third would take the last free slot
+            assert started == ["bg0", "bg1"]  # a third would leave only one slot free
             await start("i0", None)
-            assert started[-1] == "i0"  # the slot left free
             await start("i1", None)
-            assert len(started) == 3 and slots.busy == 3
+            assert started[-2:] == ["i0", "i1"] and slots.busy == 4  # the two slots left free
+            await start("i2", None)
             gates["bg0"].set()  # a slot frees: the interactive call waiting goes first
             await trio.testing.wait_all_tasks_blocked()
-            assert started[-1] == "i1" and slots.busy == 3
-            gates["i0"].set()  # busy 2 of 3: a background call would leave no slot free
+            assert started[-1] == "i2" and slots.busy == 4
+            gates["i0"].set()
+            gates["i1"].set()  # busy 2 of 4: a background call would leave one slot free, not two
             await trio.testing.wait_all_tasks_blocked()
-            assert started[-1] == "i1" and slots.busy == 2
-            gates["i1"].set()
+            assert started[-1] == "i2" and slots.busy == 2
+            gates["i2"].set()
             await trio.testing.wait_all_tasks_blocked()
             assert started[-1] == "bg2" and slots.busy == 2
             for gate in gates.values():
                 gate.set()
-        assert slots.busy == slots.background_busy == 0 and sorted(started)[-1] == "i1"
+        assert slots.busy == slots.background_busy == 0 and sorted(started)[-1] == "i2"
 
     trio.run(main)
 
 
-def test_a_promoted_background_call_goes_before_background_ones_and_leaves_the_last_slot():
+def test_a_promoted_background_call_queues_as_interactive():
     async def main():
-        slots = VMSlots(3)
+        slots = VMSlots(4)
         started: list[str] = []
-        gates = {name: trio.Event() for name in ("i0", "i1", "i2", "late", "bg", "promoted")}
+        gates = {name: trio.Event() for name in ("i0", "i1", "i2", "i3", "late", "bg", "promoted")}
         waiting = Priority()
 
         async def start(name, priority):
@@ -67,21 +68,20 @@ def test_a_promoted_background_call_goes_before_background_ones_and_leaves_the_l
             await trio.testing.wait_all_tasks_blocked()
 
         async with trio.open_nursery() as n:
-            for name in ("i0", "i1", "i2"):
+            for name in ("i0", "i1", "i2", "i3"):
                 await start(name, None)
             await start("bg", Priority())
             await start("promoted", waiting)
-            waiting.promote()
+            waiting.promote()  # a program waits for it now
             await trio.testing.wait_all_tasks_blocked()
             await start("late", None)
-            assert started == ["i0", "i1", "i2"]
-            gates["i0"].set()  # one slot free: the last one, for a program's call, not a prefetch's
+            assert started == ["i0", "i1", "i2", "i3"]
+            gates["i0"].set()  # one slot frees: the promoted call, ahead of the later interactive one
             await trio.testing.wait_all_tasks_blocked()
-            assert started[-1] == "late" and slots.busy == 3
+            assert started[-1] == "promoted" and slots.busy == 4
             gates["i1"].set()
-            gates["late"].set()  # two free: the promoted prefetch, before the one that waited longer
             await trio.testing.wait_all_tasks_blocked()
-            assert started[-1] == "promoted" and slots.busy == 2
+            assert started[-1] == "late" and "bg" not in started
             n.cancel_scope.cancel()
         assert slots.busy == 0
 
@@ -131,7 +131,8 @@ def test_call_priority_reaches_limited_calls_in_child_tasks():
 def test_with_max_one_call_a_background_call_waits_until_promoted():
     async def main():
         slots = VMSlots(1)
-        priority = Priority()
+        priority = Priority()  # and with a limit of 2, one slot stays free
+        assert VMSlots(2).reserve == 1 and VMSlots(3).reserve == 2
         started: list[str] = []
         async with trio.open_nursery() as n:
             n.start_soon(_hold, slots, priority, started, trio.Event(), "bg")

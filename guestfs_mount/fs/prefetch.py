@@ -6,13 +6,14 @@ A scan is one reader in one directory; a reader is the parent of the process tha
 runs a new `cat` for each file, a multi-threaded reader opens from several threads), or that process when its
 parent cannot be read. It is recognised when the reader opens two files that are next to each other in the
 directory's listing, in the listing's order (cp, tar, grep, find) or in name order (rsync); from then on each open
-of a file of the scan keeps the `prefetch_files` regular files after it
-(of at most `prefetch_max_kib` each; larger ones are skipped) fetched or being fetched. Only a directory whose
-listing the mount holds is scanned (these programs list it first).
+of a file of the scan keeps the `prefetch_files` regular files after it (of at most `prefetch_max_kib` each;
+larger ones are skipped) fetched or being fetched. Only a directory whose listing the mount holds is scanned
+(these programs list it first).
 
 Priority: a prefetch's guest calls are background calls (flow.py): they take a VM's slot only when no program's
 call waits for one, and never the last one. A program that opens a file being prefetched waits for that prefetch,
-promoted to an interactive call (`settle`), instead of fetching the file again.
+promoted (`settle`: it queues with the programs' calls, still leaving the last slot), instead of fetching the file
+again.
 
 A prefetch that fails is silent (the program's own read then fetches the file and reports). Every prefetch runs in
 the nursery the mount owns (`run`); a scan whose reader is gone or that opened nothing for `IDLE_S` seconds has

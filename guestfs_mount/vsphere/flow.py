@@ -3,10 +3,9 @@ too many at once), and bounded retries with exponential backoff and jitter for t
 
 Calls come in two classes (`guestfiles.Priority`): interactive (a program waits for the answer) and background
 (a prefetch). A background call takes one of its VM's slots only when no interactive call is waiting for one and
-another slot stays free (with `max_guest_calls_per_vm = 1` background calls never run). A background call a
-program comes to wait for is promoted (`Priority.promote`): from then on it queues with the interactive calls,
-but still leaves the last slot free. So a scan (its prefetches, and its reader waiting for them) never holds every
-slot: another program's call finds one free.
+two other slots stay free: one for the program reading ahead of whom it fetches, which may come to wait for a
+prefetch (then promoted, `Priority.promote`: it queues as interactive from then on), and one for any other
+program. With `max_guest_calls_per_vm` 2 one slot stays free; with 1 background calls never run.
 """
 
 from __future__ import annotations
@@ -31,30 +30,28 @@ MAX_DELAY = 5.0
 
 
 class _Waiter:
-    __slots__ = ("event", "granted", "background", "reserve")
+    __slots__ = ("event", "granted", "background")
 
-    def __init__(self, background: bool, reserve: int) -> None:
+    def __init__(self, background: bool) -> None:
         self.event = trio.Event()
         self.granted = False
         self.background = background  # the class of slot it waits for (and is granted)
-        self.reserve = reserve  # slots that must stay free after it takes one
 
 
 class VMSlots:
-    """The guest-call slots of one VM: `limit` at once. A program's calls take any free slot, first come, first
-    served. A prefetch's (background) calls take one only when no other call waits and another slot stays free
-    after theirs; promoted ones (a program waits for that prefetch now) queue with the program's calls but leave
-    that last slot free too. So a scan and its prefetches never hold the last slot: another program finds it."""
+    """The guest-call slots of one VM: `limit` at once. Interactive calls take any free slot, first come, first
+    served; background calls one only when no interactive call waits and `reserve` slots stay free after it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.reserve = max(1, min(2, limit - 1))  # slots a background call leaves free
         self.busy = 0
         self.background_busy = 0
-        self._interactive: deque[_Waiter] = deque()  # programs' calls and promoted prefetches, in arrival order
+        self._interactive: deque[_Waiter] = deque()
         self._background: deque[_Waiter] = deque()
 
-    def _free_after(self, reserve: int) -> bool:
-        return self.busy < self.limit - reserve
+    def _background_may_start(self) -> bool:
+        return not self._interactive and self.busy < self.limit - self.reserve
 
     def _take(self, background: bool) -> None:
         self.busy += 1
@@ -63,11 +60,10 @@ class VMSlots:
     def _release(self, background: bool) -> None:
         self.busy -= 1
         self.background_busy -= background
-        while True:
-            waiter = next((w for w in self._interactive if self._free_after(w.reserve)), None)
-            if waiter is not None:
-                self._interactive.remove(waiter)
-            elif self._background and not self._interactive and self._free_after(1):
+        while self.busy < self.limit:
+            if self._interactive:
+                waiter = self._interactive.popleft()
+            elif self._background and self._background_may_start():
                 waiter = self._background.popleft()
             else:
                 return
@@ -79,18 +75,15 @@ class VMSlots:
         """Wait for a slot; returns whether it is a background slot."""
         while True:
             background = priority is not None and priority.background
-            # a prefetch leaves a slot free (with one slot in all it never runs); a promoted one too, unless it
-            # cannot (one slot in all: a program waits for it)
-            reserve = 1 if background else min(1, self.limit - 1) if priority is not None and priority.promoted else 0
             if background:
-                ready = not self._background and not self._interactive and self._free_after(reserve)
+                ready = not self._background and self._background_may_start()
             else:
-                ready = not any(w.reserve <= reserve for w in self._interactive) and self._free_after(reserve)
+                ready = not self._interactive and self.busy < self.limit
             if ready:
                 self._take(background)
                 await trio.lowlevel.checkpoint()
                 return background
-            waiter = _Waiter(background, reserve)
+            waiter = _Waiter(background)
             queue = self._background if background else self._interactive
             queue.append(waiter)
             if background:
@@ -108,7 +101,7 @@ class VMSlots:
                     priority._waiting.discard(waiter)
             if waiter.granted:
                 return waiter.background
-            queue.remove(waiter)  # promoted while waiting: queue again as a promoted call
+            queue.remove(waiter)  # promoted while waiting: queue again as interactive
 
     @asynccontextmanager
     async def slot(self, priority: Priority | None = None) -> AsyncIterator[None]:

@@ -39,17 +39,14 @@ class ClientConfig:
 @dataclass(eq=False)
 class Priority:
     """The class of the guest calls a task makes under `call_priority(...)`: background calls (a prefetch) take a
-    VM's slot only when no interactive call waits for one, and leave one slot free (flow.py). `promote()` queues
-    them with interactive calls from then on (still leaving that slot free), also a call already waiting: a
-    program now waits for it."""
+    VM's slot only when no interactive call waits for one, and leave slots free for interactive ones (flow.py).
+    `promote()` makes them interactive from then on, also a call already waiting: a program now waits for it."""
 
     background: bool = True
-    promoted: bool = False
     _waiting: set = field(default_factory=set, repr=False)
 
     def promote(self) -> None:
         self.background = False
-        self.promoted = True
         for waiter in list(self._waiting):
             waiter.event.set()
 

@@ -82,15 +82,15 @@ class GuestMount:
 
 
 REPO = Path(__file__).resolve().parents[2]
-# what the tests' mounts trust for how long (the benchmarks pass None: the product's defaults)
-TEST_CACHE = {"attr_ttl": 5.0, "dir_ttl": 5.0, "vm_list_ttl": 2.0}
 
 
-def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, cache: dict | None = None,
-                 extra: str = "", cache_extra: str = "", vcenter_extra: str = "") -> None:
-    """A 0600 config for the simulator's logins; `cache` keys go to [cache] (None: the product's defaults),
-    `extra` lines to [mount], `cache_extra` lines to [cache], `vcenter_extra` lines to [vcenter]."""
-    cache_lines = "".join(f"{k} = {v}\n" for k, v in (cache or {}).items()) + cache_extra
+def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, attr_ttl: float | None = 5.0,
+                 dir_ttl: float | None = 5.0, extra: str = "", *, vm_list_ttl: float | None = 2.0,
+                 cache_extra: str = "", vcenter_extra: str = "") -> None:
+    """A 0600 config for the simulator's logins: the tests' TTLs in [cache] (None: that key left to the product's
+    default), `extra` lines in [mount], `cache_extra` lines in [cache], `vcenter_extra` lines in [vcenter]."""
+    ttls = {"attr_ttl": attr_ttl, "dir_ttl": dir_ttl, "vm_list_ttl": vm_list_ttl}
+    cache_lines = "".join(f"{k} = {v}\n" for k, v in ttls.items() if v is not None) + cache_extra
     path.write_text(textwrap.dedent(f"""\
         [vcenter]
         url = "{url}"
@@ -110,18 +110,18 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, c
 
 
 @contextlib.contextmanager
-def mount_guestfs(sim: Simulator, workdir: Path, api: str = "vi-json", *, cache: dict | None = None,
-                  mount_config: str = "", cache_config: str = "", vcenter_config: str = "",
-                  extra_args: tuple[str, ...] = (),
+def mount_guestfs(sim: Simulator, workdir: Path, api: str = "vi-json", *, attr_ttl: float | None = 5.0,
+                  dir_ttl: float | None = 5.0, vm_list_ttl: float | None = 2.0, mount_config: str = "",
+                  cache_config: str = "", vcenter_config: str = "", extra_args: tuple[str, ...] = (),
                   vms: tuple[str, ...] = (VM,), product: Path = REPO, timeout: float = 30) -> Iterator[GuestMount]:
     """Mount the running simulator `sim` at workdir/mnt (config, spool, recovery dir and log beside it) until the
-    block ends. `product` is the directory holding the `guestfs_mount` package to run (the benchmarks measure
-    older commits so)."""
+    block ends. TTLs of None leave the product's defaults (the benchmarks'); `product` is the directory holding the
+    `guestfs_mount` package to run (the benchmarks measure older commits so)."""
     mp, spool, recovered, log_path = workdir / "mnt", workdir / "spool", workdir / "recovered", workdir / "mount.log"
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "config.toml"
-    write_config(cfg, sim.url, api, spool, recovered, cache, extra=mount_config, cache_extra=cache_config,
-                 vcenter_extra=vcenter_config)
+    write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl, extra=mount_config, vm_list_ttl=vm_list_ttl,
+                 cache_extra=cache_config, vcenter_extra=vcenter_config)
     argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground", *extra_args]
     env = dict(os.environ, PYTHONPATH=str(product))
     # cwd: `python -m` looks there first, before PYTHONPATH and the installed package
@@ -141,8 +141,7 @@ def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_
     if setup is not None:
         setup(root / VM)
     with running_simulator(root, log_path=tmp / "sim.log", latency_ms=latency_ms, extra_args=sim_args) as sim:
-        with mount_guestfs(sim, tmp, api, cache={**TEST_CACHE, "attr_ttl": attr_ttl, "dir_ttl": dir_ttl},
-                           mount_config=mount_config, cache_config=cache_config, extra_args=extra_args,
-                           vms=vms) as m:
+        with mount_guestfs(sim, tmp, api, attr_ttl=attr_ttl, dir_ttl=dir_ttl, mount_config=mount_config,
+                           cache_config=cache_config, extra_args=extra_args, vms=vms) as m:
             yield m
 
