@@ -88,6 +88,27 @@ def test_a_promoted_background_call_queues_as_interactive():
     trio.run(main)
 
 
+def test_a_promoted_call_in_flight_counts_as_the_scan_s_own_free_slot():
+    async def main():
+        slots = VMSlots(4)
+        started: list[str] = []
+        gates = {name: trio.Event() for name in ("p", "bg0", "bg1", "bg2")}
+        promoted = Priority()
+        promoted.promote()  # its reader waits for it
+        async with trio.open_nursery() as n:
+            for name, priority in (("p", promoted), ("bg0", Priority()), ("bg1", Priority()), ("bg2", Priority())):
+                n.start_soon(_hold, slots, priority, started, gates[name], name)
+                await trio.testing.wait_all_tasks_blocked()
+            # the reader's call holds the slot kept for it: two prefetches beside it, one slot free for others
+            assert started == ["p", "bg0", "bg1"] and slots.busy == 3 and slots.background_busy == 2
+            gates["p"].set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert started == ["p", "bg0", "bg1"] and slots.busy == 2  # two free again, for the reader and others
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
 def test_cancelled_waiters_leave_no_slot_taken():
     async def main():
         slots = VMSlots(2)

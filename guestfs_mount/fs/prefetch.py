@@ -11,9 +11,8 @@ larger ones are skipped) fetched or being fetched. Only a directory whose listin
 (these programs list it first).
 
 Priority: a prefetch's guest calls are background calls (flow.py): they take a VM's slot only when no program's
-call waits for one, and never the last one. A program that opens a file being prefetched waits for that prefetch,
-promoted (`settle`: it queues with the programs' calls, still leaving the last slot), instead of fetching the file
-again.
+call waits for one and two stay free. A program that opens a file being prefetched waits for that prefetch,
+promoted to interactive calls (`settle`), instead of fetching the file again.
 
 A prefetch that fails is silent (the program's own read then fetches the file and reports). Every prefetch runs in
 the nursery the mount owns (`run`); a scan whose reader is gone or that opened nothing for `IDLE_S` seconds has

@@ -3,9 +3,10 @@ too many at once), and bounded retries with exponential backoff and jitter for t
 
 Calls come in two classes (`guestfiles.Priority`): interactive (a program waits for the answer) and background
 (a prefetch). A background call takes one of its VM's slots only when no interactive call is waiting for one and
-two other slots stay free: one for the program reading ahead of whom it fetches, which may come to wait for a
-prefetch (then promoted, `Priority.promote`: it queues as interactive from then on), and one for any other
-program. With `max_guest_calls_per_vm` 2 one slot stays free; with 1 background calls never run.
+two other slots stay free: one for the program it reads ahead of, which may come to wait for a prefetch (that
+prefetch is then promoted, `Priority.promote`: interactive from then on), and one for any other program. While a
+promoted call holds a slot, that slot is the first of the two. With `max_guest_calls_per_vm` 2 one slot stays
+free; with 1 background calls never run.
 """
 
 from __future__ import annotations
@@ -29,37 +30,52 @@ BASE_DELAY = 0.2  # seconds before the first retry; doubles each time
 MAX_DELAY = 5.0
 
 
-class _Waiter:
-    __slots__ = ("event", "granted", "background")
+BACKGROUND, PROMOTED, INTERACTIVE = "background", "promoted", "interactive"
 
-    def __init__(self, background: bool) -> None:
+
+def _kind(priority: Priority | None) -> str:
+    if priority is None:
+        return INTERACTIVE
+    return BACKGROUND if priority.background else PROMOTED
+
+
+class _Waiter:
+    __slots__ = ("event", "granted", "kind")
+
+    def __init__(self, kind: str) -> None:
         self.event = trio.Event()
         self.granted = False
-        self.background = background  # the class of slot it waits for (and is granted)
+        self.kind = kind  # the class of slot it waits for (and is granted)
 
 
 class VMSlots:
-    """The guest-call slots of one VM: `limit` at once. Interactive calls take any free slot, first come, first
-    served; background calls one only when no interactive call waits and `reserve` slots stay free after it."""
+    """The guest-call slots of one VM: `limit` at once. Interactive calls (promoted ones too) take any free slot,
+    first come, first served; background calls one only when no interactive call waits and `reserve` slots stay
+    free after it, counting those promoted calls hold (all but one of them)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.reserve = max(1, min(2, limit - 1))  # slots a background call leaves free
         self.busy = 0
-        self.background_busy = 0
-        self._interactive: deque[_Waiter] = deque()
+        self.held = {BACKGROUND: 0, PROMOTED: 0, INTERACTIVE: 0}  # slots by class of holder
+        self._interactive: deque[_Waiter] = deque()  # programs' calls and promoted ones
         self._background: deque[_Waiter] = deque()
 
+    @property
+    def background_busy(self) -> int:
+        return self.held[BACKGROUND]
+
     def _background_may_start(self) -> bool:
-        return not self._interactive and self.busy < self.limit - self.reserve
+        free_needed = self.reserve - min(self.held[PROMOTED], self.reserve - 1)
+        return not self._interactive and self.busy < self.limit - free_needed
 
-    def _take(self, background: bool) -> None:
+    def _take(self, kind: str) -> None:
         self.busy += 1
-        self.background_busy += background
+        self.held[kind] += 1
 
-    def _release(self, background: bool) -> None:
+    def _release(self, kind: str) -> None:
         self.busy -= 1
-        self.background_busy -= background
+        self.held[kind] -= 1
         while self.busy < self.limit:
             if self._interactive:
                 waiter = self._interactive.popleft()
@@ -67,23 +83,24 @@ class VMSlots:
                 waiter = self._background.popleft()
             else:
                 return
-            self._take(waiter.background)
+            self._take(waiter.kind)
             waiter.granted = True
             waiter.event.set()
 
-    async def _acquire(self, priority: Priority | None) -> bool:
-        """Wait for a slot; returns whether it is a background slot."""
+    async def _acquire(self, priority: Priority | None) -> str:
+        """Wait for a slot; returns the class it was taken as."""
         while True:
-            background = priority is not None and priority.background
+            kind = _kind(priority)
+            background = kind == BACKGROUND
             if background:
                 ready = not self._background and self._background_may_start()
             else:
                 ready = not self._interactive and self.busy < self.limit
             if ready:
-                self._take(background)
+                self._take(kind)
                 await trio.lowlevel.checkpoint()
-                return background
-            waiter = _Waiter(background)
+                return kind
+            waiter = _Waiter(kind)
             queue = self._background if background else self._interactive
             queue.append(waiter)
             if background:
@@ -92,7 +109,7 @@ class VMSlots:
                 await waiter.event.wait()
             except BaseException:
                 if waiter.granted:
-                    self._release(waiter.background)
+                    self._release(waiter.kind)
                 else:
                     queue.remove(waiter)
                 raise
@@ -100,16 +117,16 @@ class VMSlots:
                 if background:
                     priority._waiting.discard(waiter)
             if waiter.granted:
-                return waiter.background
+                return waiter.kind
             queue.remove(waiter)  # promoted while waiting: queue again as interactive
 
     @asynccontextmanager
     async def slot(self, priority: Priority | None = None) -> AsyncIterator[None]:
-        background = await self._acquire(priority)
+        kind = await self._acquire(priority)
         try:
             yield
         finally:
-            self._release(background)
+            self._release(kind)
 
 
 class GuestCallLimiter:
