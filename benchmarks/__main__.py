@@ -1,4 +1,5 @@
-"""`python -m benchmarks [--quick] [--json FILE] [--latency-ms 0,50] [--api vi-json,soap,rest] [--only NAME ...]`"""
+"""`python -m benchmarks [--suite throughput|latency] [--quick] [--json FILE] [--latency-ms 0,50]
+[--api vi-json,soap,rest] [--guest parallel,serial] [--only NAME ...]`"""
 
 from __future__ import annotations
 
@@ -11,18 +12,35 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import raw, report
+from benchmarks import latency, raw, report
 from benchmarks.cases import CASES, Ctx, stock
-from benchmarks.data import FULL, QUICK, Dataset, make_workdir
-from benchmarks.rig import REPO, mount, simulator
+from benchmarks.latency import stock as latency_stock
+from benchmarks.data import FULL, LATENCY, LATENCY_QUICK, QUICK, Dataset, make_workdir
+from benchmarks.rig import GUESTS, REPO, mount, simulator
+
+ALL_CASES = {**CASES, **latency.LATENCY_CASES}
+# the suites: their cases, latencies, dialects and simulated guests unless the options say otherwise
+SUITES = {
+    "throughput": {"cases": list(CASES), "latencies": "0,50", "quick_latencies": "0", "guests": "parallel"},
+    "latency": {"cases": ["list", *latency.LATENCY_CASES], "latencies": "100", "quick_latencies": "20",
+                "guests": "parallel,serial"},
+}
 
 HELP = """Measure guestfs-mount against raw transfers on the simulator, side by side in one run: for each latency
 the simulator is started with --latency-ms, for each dialect the mount is started by its real command line, and
-every case runs through the mount and raw. Figures, targets and their meaning: docs/performance.md."""
+every case runs through the mount and raw. The latency suite (--suite latency) measures what ordinary commands
+cost at real vCenter latency (100 ms per API call and transfer), in wall time and guest calls, on a simulated guest
+that runs guest operations side by side and on one that runs them one at a time. Figures, targets and their
+meaning: docs/performance.md."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=HELP)
+    parser.add_argument("--suite", choices=list(SUITES), default="throughput",
+                        help="throughput (default): transfers against raw HTTP, at latencies 0 and 50 ms; latency: "
+                             "ls -l, cp -r of small files, re-reads, vim, the content cache's RSS, at 100 ms, both "
+                             "dialects, parallel and serial guest (~40 min for today's main, a few for a mount with "
+                             "the content cache and prefetch)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (64 MiB read/write, 2,000 entries, 200 rsync files, 256 MiB RSS copy, "
                              "8 x 8 MiB parallel) at latency 0 and the vi-json dialect only, unless --latency-ms "
@@ -31,8 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--markdown", metavar="FILE", help="write the table and the machine as Markdown here")
     parser.add_argument("--latency-ms", metavar="N,N", help="simulator latencies per API call (default 0,50)")
     parser.add_argument("--api", metavar="A,A", help="dialects, the first is the summary's (default vi-json,soap,rest)")
-    parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(CASES),
-                        help=f"run only these cases ({', '.join(CASES)})")
+    parser.add_argument("--guest", metavar="G,G", help="simulated guests: parallel (any number of guest operations "
+                        "at once) and/or serial (one at a time per VM, --serial-guest-ops); default per suite")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(ALL_CASES),
+                        help=f"run only these cases ({', '.join(ALL_CASES)})")
     parser.add_argument("--workdir", metavar="DIR", help="parent of the temp dir for big files (default: the system "
                         "temp dir unless it is tmpfs, else /var/tmp)")
     parser.add_argument("--product", metavar="DIR", type=Path, default=REPO,
@@ -40,22 +60,67 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "e.g. an export of a commit: git archive COMMIT guestfs_mount | tar -x -C DIR")
     parser.add_argument("--commit", metavar="REV", help="measure guestfs_mount as of this commit (exported with git "
                         "archive into the temp dir) instead of the work tree")
+    parser.add_argument("--guest-calls", type=int, metavar="N", help="[vcenter] max_guest_calls_per_vm of the mount "
+                        "(default: the product's, 4)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) instead of deleting it")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to any one command (default 900)")
     args = parser.parse_args(argv)
     args.product = args.product.resolve()
-    args.latencies = [int(x) for x in (args.latency_ms or ("0" if args.quick else "0,50")).split(",")]
-    args.apis = (args.api or ("vi-json" if args.quick else "vi-json,soap,rest")).split(",")
+    suite = SUITES[args.suite]
+    args.latencies = [int(x) for x in (args.latency_ms or suite["quick_latencies" if args.quick else "latencies"])
+                      .split(",")]
+    quick_throughput = args.quick and args.suite == "throughput"
+    args.apis = (args.api or ("vi-json" if quick_throughput else "vi-json,soap,rest")).split(",")
     for api in args.apis:
         if api not in ("vi-json", "soap", "rest"):
             parser.error(f"--api: unknown dialect {api!r}")
-    args.cases = args.only or list(CASES)
+    args.guests = (args.guest or suite["guests"]).split(",")
+    for guest in args.guests:
+        if guest not in GUESTS:
+            parser.error(f"--guest: unknown guest {guest!r} (parallel, serial)")
+    args.cases = args.only or suite["cases"]
     return args
+
+
+def sizes_for(args: argparse.Namespace):
+    if args.suite == "latency":
+        return LATENCY_QUICK if args.quick else LATENCY
+    return QUICK if args.quick else FULL
+
+
+def run_cases(args, sim, data: Dataset, sizes, workdir: Path, api: str, latency: int, guest_kind: str) -> dict:
+    """One mount of the product on `sim`, every chosen case on it; the run's figures (and errors)."""
+    name = f"{api}-{latency}ms-{guest_kind}"
+    run_dir = f"run-{name}"
+    (sim.root / "vm1" / run_dir).mkdir(parents=True, exist_ok=True)
+    stock(data, sizes, run_dir, args.cases)
+    latency_stock(data, sizes, run_dir, args.cases)
+    figures: dict = {}
+    errors: dict = {}
+    print(f"== {api}, latency {latency} ms, {guest_kind} guest", file=sys.stderr, flush=True)
+    with mount(sim, workdir, name, api, args.product, guest_calls=args.guest_calls) as m, \
+            contextlib.closing(raw.RawGuest(sim, api)) as guest:
+        ctx = Ctx(sim, m, guest, data, sizes, workdir, run_dir, args.timeout, latency)
+        for case in args.cases:
+            t0 = time.monotonic()
+            try:
+                got = ALL_CASES[case](ctx)
+            except Exception as e:  # one broken case must not lose the others' figures
+                errors[case] = f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+                print(f"   mount log tail:\n{m.log()[-1500:]}", file=sys.stderr)
+                continue
+            figures.update(got)
+            print(f"   {case}: {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
+    run = {"latency_ms": latency, "api": api, "guest": guest_kind, "figures": figures}
+    if errors:
+        run["errors"] = errors
+    return run
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    sizes = QUICK if args.quick else FULL
+    sizes = sizes_for(args)
     workdir = make_workdir(args.workdir)
     need = 3 * max(sizes.read, sizes.rss) + 4 * sizes.parallel * sizes.parallel_files
     if shutil.disk_usage(workdir).free < need:
@@ -77,37 +142,18 @@ def main(argv=None) -> int:
         root.mkdir()
         data = Dataset(workdir, root)
         for latency in args.latencies:
-            with simulator(root, workdir / f"sim-{latency}ms.log", latency, args.product) as sim:
-                for api in args.apis:
-                    run_dir = f"run-{api}-{latency}ms"
-                    (root / "vm1" / run_dir).mkdir(parents=True, exist_ok=True)
-                    stock(data, sizes, run_dir, args.cases)
-                    figures: dict = {}
-                    errors: dict = {}
-                    print(f"== {api}, latency {latency} ms", file=sys.stderr, flush=True)
-                    with mount(sim, workdir, api, args.product) as m, contextlib.closing(raw.RawGuest(sim, api)) as guest:
-                        ctx = Ctx(sim, m, guest, data, sizes, workdir, run_dir, args.timeout)
-                        for name in args.cases:
-                            t0 = time.monotonic()
-                            try:
-                                got = CASES[name](ctx)
-                            except Exception as e:  # one broken case must not lose the others' figures
-                                failed = True
-                                errors[name] = f"{type(e).__name__}: {e}"
-                                traceback.print_exc()
-                                print(f"   mount log tail:\n{m.log_tail(1500)}", file=sys.stderr)
-                                continue
-                            figures.update(got)
-                            print(f"   {name}: {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
-                    run = {"latency_ms": latency, "api": api, "figures": figures}
-                    if errors:
-                        run["errors"] = errors
-                    runs.append(run)
+            for guest_kind in args.guests:
+                sim_log = workdir / f"sim-{latency}ms-{guest_kind}.log"
+                with simulator(root, sim_log, latency, guest_kind) as sim:
+                    for api in args.apis:
+                        runs.append(run_cases(args, sim, data, sizes, workdir, api, latency, guest_kind))
+                        failed = failed or "errors" in runs[-1]
     finally:
         machine["loadavg_end"] = report._read("/proc/loadavg").split()[:3]
         machine["elapsed_s"] = round(time.monotonic() - started, 1)
-        options = {"quick": args.quick, "latencies_ms": args.latencies, "apis": args.apis, "cases": args.cases,
-                   "sizes": asdict(sizes)}
+        options = {"suite": args.suite, "quick": args.quick, "latencies_ms": args.latencies, "apis": args.apis,
+                   "guests": args.guests, "cases": args.cases, "sizes": asdict(sizes),
+                   "max_guest_calls_per_vm": args.guest_calls}
         try:
             doc = report.document(runs, machine, options)
             print(report.table(doc))

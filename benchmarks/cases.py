@@ -14,19 +14,20 @@ from pathlib import Path
 
 from benchmarks import raw
 from benchmarks.data import GiB, Dataset, MiB, Sizes
-from benchmarks.rig import VM, Mount, Sim
+from benchmarks.rig import VM, GuestMount, Simulator
 
 
 @dataclass
 class Ctx:
-    sim: Sim
-    mount: Mount
+    sim: Simulator
+    mount: GuestMount
     guest: raw.RawGuest
     data: Dataset
     sizes: Sizes
     workdir: Path
     run_dir: str  # this run's guest directory, e.g. "run-vi-json-0ms"
     timeout: float  # for any one command or transfer
+    latency_ms: int = 0  # the simulator's latency per API call and transfer
 
     def in_mount(self, guest_path: str) -> Path:
         return self.mount.vm / guest_path.lstrip("/")
@@ -87,7 +88,7 @@ class CpuUse:
     time of a transfer goes on a machine with few cores."""
 
     def __init__(self, ctx: Ctx):
-        self.pids = {"mount": ctx.mount.process.pid, "sim": ctx.sim.process.pid}
+        self.pids = {"mount": ctx.mount.proc.pid, "sim": ctx.sim.process.pid}
         self.used = dict.fromkeys(self.pids, 0.0)
         self.nbytes = 0
 
@@ -230,7 +231,7 @@ def _other_calls(stats: dict) -> int:
 
 def case_list(ctx: Ctx) -> dict:
     entries = ctx.sizes.listing
-    if ctx.mount.api == "rest" and ctx.sim.latency_ms > 0:
+    if ctx.mount.api == "rest" and ctx.latency_ms > 0:
         entries = min(entries, ctx.sizes.listing_rest_slow)
     directory = ctx.in_mount(ctx.data.listing_dir(entries))
     ctx.sim.reset_stats()
@@ -313,7 +314,7 @@ class PeakRss:
 
 def case_rss(ctx: Ctx) -> dict:
     size = ctx.sizes.rss
-    pid = ctx.mount.process.pid
+    pid = ctx.mount.proc.pid
     before = round(_status_kib(pid, "VmRSS") / 1024, 1)
     name = ctx.fresh(size)
     out = ctx.workdir / f"rss-out-{time.monotonic_ns()}"

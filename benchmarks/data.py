@@ -4,10 +4,12 @@ the mount has never seen, hence never page-cached."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +32,22 @@ class Sizes:
     parallel_files: int = 8
     ttfb_samples: int = 5
     repeats: int = 2  # best of this many for each throughput
+    cpr_files: int = 1000  # 4 KiB files `cp -r` copies out of the guest (latency suite)
+    reread: int = 64 << 10  # the file read again, unchanged and changed (latency suite)
+    cache_file: int = 128 * MiB  # files read while the content cache fills, and how many (latency suite)
+    cache_files: int = 10
 
 
 FULL = Sizes(read=GiB, listing=10_000, listing_rest_slow=1000, rsync_files=1000, rss=4 * GiB, parallel=128 * MiB,
              repeats=3)
 QUICK = Sizes(read=64 * MiB, listing=2000, listing_rest_slow=200, rsync_files=200, rss=256 * MiB, parallel=8 * MiB,
-              ttfb_samples=3)
+              ttfb_samples=3, cpr_files=100, cache_file=32 * MiB, cache_files=3)
+# the latency suite lists 1,000 entries in both dialects (issue #13's figures)
+LATENCY = dataclasses.replace(FULL, listing=1000, listing_rest_slow=1000)
+LATENCY_QUICK = dataclasses.replace(QUICK, listing=200, listing_rest_slow=200)
+# an mtime well in the past for the files a run reads: the mount does not keep a copy of a file changed within the
+# last second or so (another change in the same second would keep its size and mtime)
+OLD = time.time() - 3600
 
 
 def filesystem_of(path: Path) -> str:
@@ -73,6 +85,7 @@ def write_random(path: Path, size: int) -> None:
         # whichever case runs first (it did: the first write case of a run measured at a third of the others)
         f.flush()
         os.fsync(f.fileno())
+    os.utime(path, (OLD, OLD))
 
 
 class Dataset:
@@ -116,24 +129,58 @@ class Dataset:
     def listing_dir(self, entries: int) -> str:
         """A guest directory of `entries` empty files (shared by the runs: each run's mount starts cold)."""
         name = f"list-{entries}"
-        path = self.vm_root / name
-        if not path.exists():
-            tmp = self.vm_root / f".{name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            for i in range(entries):
-                (tmp / f"file-{i:05d}.txt").touch()
-            tmp.rename(path)
+        made_once(self.vm_root / name, lambda tmp: [(tmp / f"file-{i:05d}.txt").touch() for i in range(entries)])
+        return f"/{name}"
+
+    def stock_own(self, size: int, directory: str, text: bool = False) -> None:
+        self._stock.setdefault((size, directory, text), []).append(self.own(size, directory, text))
+
+    def take_own(self, size: int, directory: str, text: bool = False) -> str:
+        names = self._stock.get((size, directory, text))
+        if not names:
+            raise RuntimeError(f"no file of its own of {size} bytes stocked in {directory} (see latency.stock)")
+        return names.pop(0)
+
+    def own(self, size: int, directory: str, text: bool = False) -> str:
+        """A guest file of its own (not a hard link: a case may change it on the guest), `size` random bytes or
+        lines of text, its mtime in the past."""
+        name = f"/{directory}/own-{next(self._counter)}" + (".txt" if text else "")
+        target = self.vm_root / name.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if text:
+            line = b"the quick brown fox jumps over the lazy dog\n"
+            target.write_bytes((line * (size // len(line) + 1))[:size])
+        else:
+            target.write_bytes(os.urandom(size))
+        os.utime(target, (OLD, OLD))
+        return name
+
+    def small_files_dir(self, files: int, tag: str = "") -> str:
+        """A guest directory of `files` files of 4 KiB random bytes each (shared by the runs: each run's mount
+        starts cold); another `tag`, another directory."""
+        name = f"small-{files}" + (f"-{tag}" if tag else "")
+
+        def fill(tmp: Path) -> None:
+            for i in range(files):
+                (tmp / f"f{i:05d}.dat").write_bytes(os.urandom(4096))
+                os.utime(tmp / f"f{i:05d}.dat", (OLD, OLD))
+
+        made_once(self.vm_root / name, fill)
         return f"/{name}"
 
     def rsync_source(self, files: int) -> Path:
         """A local directory of `files` files of 4 KiB each."""
         path = self.local_dir / f"rsync-{files}"
-        if not path.exists():
-            tmp = self.local_dir / f".rsync-{files}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            for i in range(files):
-                (tmp / f"f{i:04d}.dat").write_bytes(os.urandom(4096))
-            tmp.rename(path)
+        made_once(path, lambda tmp: [(tmp / f"f{i:04d}.dat").write_bytes(os.urandom(4096)) for i in range(files)])
         return path
+
+
+def made_once(path: Path, fill) -> None:
+    """A directory made by `fill(tmp)` in a temp name beside it, then renamed: whole or absent; kept if there."""
+    if path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    fill(tmp)
+    tmp.rename(path)

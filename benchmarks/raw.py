@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape
 import httpcore
 import httpx
 
-from benchmarks.rig import VM, Sim
+from benchmarks.rig import VM, Simulator
 
 MiB = 1 << 20
 RELEASE = "8.0.1.0"
@@ -30,7 +30,7 @@ HAVE_CURL = shutil.which("curl") is not None
 class RawGuest:
     """Initiates downloads and uploads of guest files on the simulator's VM, over one kept-alive API session."""
 
-    def __init__(self, sim: Sim, api: str):
+    def __init__(self, sim: Simulator, api: str):
         self.sim = sim
         self.api = api
         self.http = httpx.Client(base_url=sim.url, timeout=120)
@@ -218,7 +218,7 @@ def put_curl(guest: RawGuest, source: Path, guest_path: str, timeout: float = 60
     return finish_curl(proc, start, timeout)
 
 
-def drop_guest_file(sim: Sim, guest_path: str) -> None:
+def drop_guest_file(sim: Simulator, guest_path: str) -> None:
     """Remove a file the benchmark wrote into the guest (straight from the simulator's directory)."""
     try:
         os.unlink(sim.root / VM / guest_path.lstrip("/"))

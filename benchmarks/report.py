@@ -22,6 +22,11 @@ TARGETS = {
     "rsync_calls_per_file": ("<=", 4),
     "peak_rss_mib": ("<=", 150),
     "rsync_rerun_uploads": ("==", 0),
+    # the latency suite (issue #13)
+    "reread_again_transfers": ("==", 0),
+    "reread_after_ttl_transfers": ("==", 0),
+    "reread_changed_new_bytes": ("==", True),
+    "cache_fill_peak_rss_mib": ("<=", 150),
 }
 
 # what the summary and the table lead with
@@ -143,7 +148,7 @@ def _rows(doc: dict) -> list[list[str]]:
                 names.append(name)
     seen = {n: i for i, n in enumerate(names)}
     names.sort(key=lambda n: (HEADLINE.index(n) if n in HEADLINE else len(HEADLINE), seen[n]))
-    heads = [f"{r['api']} {r['latency_ms']}ms" for r in runs]
+    heads = [label(r) for r in runs]
     rows = [["figure", *heads, "target", "ok?"]]
     for name in names:
         values = [r["figures"].get(name) for r in runs]
@@ -155,8 +160,14 @@ def _rows(doc: dict) -> list[list[str]]:
     return rows
 
 
+def label(run: dict) -> str:
+    """A run's column: dialect, latency, and the simulated guest when it is the serial one."""
+    guest = " serial" if run.get("guest") == "serial" else ""
+    return f"{run['api']} {run['latency_ms']}ms{guest}"
+
+
 def _by_method(doc: dict) -> list[str]:
-    return [f"{run['api']} {run['latency_ms']}ms {name}: {_fmt(value)}"
+    return [f"{label(run)} {name}: {_fmt(value)}"
             for run in doc["runs"] for name, value in run["figures"].items() if isinstance(value, dict)]
 
 
@@ -170,7 +181,7 @@ def table(doc: dict) -> str:
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     extra = ["  " + line for line in _by_method(doc)]
-    errors = [f"  {r['api']} {r['latency_ms']}ms {case}: {e}" for r in doc["runs"] for case, e in r.get("errors", {}).items()]
+    errors = [f"  {label(r)} {case}: {e}" for r in doc["runs"] for case, e in r.get("errors", {}).items()]
     return "\n".join(lines + (["", "calls by method:"] + extra if extra else []) + (["", "errors:"] + errors if errors else []))
 
 

@@ -7,7 +7,7 @@ Shape (a public contract: extend it, never change these keys):
                thumbprint
     [vms.<glob>]  username, password | password_file | password_env | password_credential, exec  (most specific
                   wins; "default" matches every VM, last)
-    [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay
+    [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay, content_max_mib, prefetch_files, prefetch_max_kib
     [mount]    spool_dir, recovery_dir, windows_drives, vms, read_only, allow_other, read_ahead_kb, stop_timeout,
                symlinks
 
@@ -73,6 +73,7 @@ _STR = ((str,), "a string")
 _BOOL = ((bool,), "true or false")
 _POS_NUMBER = ((int, float), "a number")
 _POS_INT = ((int,), "a whole number")
+_COUNT = ((int,), "a whole number, 0 or more")
 _STR_LIST = ((list,), "a list of strings")
 _SECRETS: _Schema = {key: _STR for key in SECRET_KEYS}
 
@@ -93,7 +94,8 @@ VCENTER_KEYS: _Schema = {
 }
 VM_KEYS: _Schema = {"username": _STR, **_SECRETS, "exec": _BOOL}
 CACHE_KEYS: _Schema = {"attr_ttl": _POS_NUMBER, "dir_ttl": _POS_NUMBER, "vm_list_ttl": _POS_NUMBER,
-                       "attr_delay": _POS_NUMBER}
+                       "attr_delay": _POS_NUMBER, "content_max_mib": _COUNT, "prefetch_files": _COUNT,
+                       "prefetch_max_kib": _COUNT}
 MOUNT_KEYS: _Schema = {
     "spool_dir": _STR,
     "recovery_dir": _STR,
@@ -213,7 +215,10 @@ def _check_table(path: Path, name: str, table: dict | None, schema: _Schema, req
         # bool is an int in Python; a number key must not accept true/false
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ConfigError(f"config file {path}: [{name}] {key} must be {what}, not {value!r}")
-        if types in (_POS_NUMBER[0], _POS_INT[0]) and value <= 0:
+        if (types, what) == _COUNT:
+            if value < 0:
+                raise ConfigError(f"config file {path}: [{name}] {key} must be 0 or more, not {value!r}")
+        elif types in (_POS_NUMBER[0], _POS_INT[0]) and value <= 0:
             raise ConfigError(f"config file {path}: [{name}] {key} must be greater than 0, not {value!r}")
     for key in required:
         if key not in table:

@@ -34,3 +34,21 @@ def test_quick_ttfb_writes_json(tmp_path):
     # the temp dir (mount point, spool, data) is gone, so nothing is still mounted there
     assert not any(p.name.startswith("guestfs-bench-") for p in tmp_path.iterdir())
     assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_quick_latency_suite_on_a_serial_guest_and_compare(tmp_path):
+    out, md = tmp_path / "latency.json", tmp_path / "compare.md"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--suite", "latency", "--quick", "--only", "cpr",
+                           "--api", "rest", "--guest", "serial", "--json", str(out), "--workdir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rest 20ms serial" in done.stdout
+    [run] = json.loads(out.read_text())["runs"]
+    assert (run["api"], run["latency_ms"], run["guest"]) == ("rest", 20, "serial")
+    figures = run["figures"]
+    assert figures["cpr_files"] == 100 and figures["cpr_sha256_ok"] is True
+    assert figures["cpr_calls_per_file"] >= 2  # an initiate and a GET for each file at least
+    done = subprocess.run([sys.executable, "-m", "benchmarks.compare", str(out), str(out), "--markdown", str(md)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "| rest 20ms serial | `cpr_s` |" in md.read_text() and "1.000" in md.read_text()

@@ -280,7 +280,7 @@ def run_load(tmp_path: Path, seconds: float, api: str = "vi-json") -> None:
         assert "Traceback" not in m.log(), m.log()[-3000:]
         assert total > WORKERS * 5, "the load did almost nothing"
         # every file was closed: the kernel's releases (sent after close returns) delete the spool files
-        assert wait_until(lambda: not any(m.spool.iterdir()), 5), sorted(p.name for p in m.spool.iterdir())
+        assert wait_until(lambda: not m.spool_files(), 5), m.spool_files()
     assert not (tmp_path / "recovered").exists(), "an upload failed under load"
 
 
@@ -320,7 +320,7 @@ def test_close_uploads_although_an_earlier_closed_handle_is_not_released_yet(tmp
         finally:
             held.close()
         assert (m.vm / "g").read_bytes() == b"new content\n"
-        assert wait_until(lambda: not any(m.spool.iterdir()), 5)
+        assert wait_until(lambda: not m.spool_files(), 5), m.spool_files()
         assert not (m.guest / "f").exists() and not m.recovered.exists()
 
 

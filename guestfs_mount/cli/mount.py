@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"guestfs-mount: {e}", file=sys.stderr)
         return 2
-    settings = mount_settings_from(config, args, mountpoint, fuse_options)
+    settings = mount_settings_from(config, args, mountpoint, fuse_options, client_config.max_guest_calls_per_vm)
     ready = _notify_ready if args.foreground else _daemonize_until_ready(settings)
     return _run(mountpoint, client_config, CredentialsTable(config), settings, ready)
 
@@ -127,11 +127,17 @@ def client_config_from(config: Config, vm_names: tuple[str, ...] = ()):
                         api=vc.get("api", "auto"), vm_names=vm_names, **optional)
 
 
-def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: str, fuse_options: list[str]):
+def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: str, fuse_options: list[str],
+                        guest_calls_per_vm: int = 4):
     from guestfs_mount.config import runs_programs
     from guestfs_mount.fs.settings import MountSettings
 
     mount, cache = config.mount, config.cache
+    sizes = {k: int(cache[k]) for k in ("content_max_mib", "prefetch_files", "prefetch_max_kib") if k in cache}
+    if guest_calls_per_vm < 2 and sizes.get("prefetch_files", MountSettings.prefetch_files):
+        # a prefetch never takes the last slot of a VM's guest calls: with one slot there is none for it
+        log.info("prefetch is off: [vcenter] max_guest_calls_per_vm = %d leaves it no guest call", guest_calls_per_vm)
+        sizes["prefetch_files"] = 0
     spool = Path(mount["spool_dir"]) if "spool_dir" in mount else state_dir() / "spool" / mount_id(mountpoint)
     recovery = Path(mount["recovery_dir"]) if "recovery_dir" in mount else state_dir() / "recovered"
     optional_cache = {k: float(cache[k]) for k in ("attr_ttl", "dir_ttl", "vm_list_ttl", "attr_delay")
@@ -151,7 +157,9 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
         mountpoint=mountpoint,
         symlinks=mount.get("symlinks", MountSettings.symlinks),
         runs_programs=lambda vm_name: runs_programs(config, vm_name),
+        guest_calls_per_vm=guest_calls_per_vm,
         **optional_cache,
+        **sizes,
     )
 
 

@@ -34,6 +34,9 @@ class OpenFile:
     handles: int = 0
     writers: int = 0
     lock: trio.Lock = field(default_factory=trio.Lock)
+    # the guest record (size, mtime) the spool's bytes are a whole copy of, for the content cache at the last
+    # close; None while they are not (a download not done or too recent, a local change not uploaded)
+    content_key: tuple[int, float] | None = None
 
 
 @dataclass

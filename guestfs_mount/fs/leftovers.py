@@ -10,6 +10,8 @@ process (a second mount given the same spool_dir) are left alone.
   never deleted, into the recovery directory under the guest path the sidecar names, with one log line naming both.
 - Without one it was only a copy of a guest file made for reading (or an empty new file): it is deleted, and one
   line says how many such files and bytes went.
+- A content cache directory `cache-<pid>` (contentcache.py) holds only copies of what the guest had, never unsaved
+  bytes (a spool goes there only when clean): it is deleted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from guestfs_mount.fs.spool import sidecar_path
 log = logging.getLogger(__name__)
 
 _SPOOL = re.compile(r"(\d+)-(\d+)\.spool")
+_CACHE = re.compile(r"cache-(\d+)")
 _SIDECAR = re.compile(r"(\d+)-(\d+)\.spool\.path(\.tmp)?")
 
 
@@ -70,6 +74,10 @@ def recover_leftovers(spool_dir: Path, recovery_dir: Path) -> Leftovers:
         log.warning("leftover spool files in %s not checked: %s", spool_dir, e)
         return result
     for name in names:
+        cache = _CACHE.fullmatch(name)
+        if cache is not None and not _running(int(cache[1])):
+            shutil.rmtree(spool_dir / name, ignore_errors=True)  # copies of guest files only
+            continue
         m = _SPOOL.fullmatch(name)
         if m is None or _running(int(m[1])):
             continue

@@ -164,6 +164,19 @@ class MetaCache:
         if listing is not None and name in listing:
             listing[name] = dataclasses.replace(listing[name], mtime=mtime)
 
+    def restamp(self, directory: str, listing: dict[str, GuestFileInfo], records: dict[str, GuestFileInfo],
+                mark: int) -> None:
+        """Records fetched one by one over a long pass (attrfill.py) live from now: attr_ttl for each, dir_ttl
+        for the listing they complete, as if all were fetched at the end of the pass. Only while the listing is
+        still the pass's (or expired, not replaced) and for what this mount did not change since `mark`."""
+        if not self.enabled or self.listings.get(directory, listing) is not listing:
+            return
+        if not self.changed_since(directory, mark, listing=True):
+            self.listings[directory] = listing
+        for path, info in records.items():
+            if not self.changed_since(path, mark) and self.attrs.get(path, info) is info:
+                self.attrs[path] = info
+
     # --- invalidation ----------------------------------------------------------------------------------
     def forget(self, path: str) -> None:
         """We no longer know what `path` is (after an error that may have half-changed it)."""

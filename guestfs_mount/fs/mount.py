@@ -81,6 +81,11 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
     async with open_client() as client:
         ops = GuestOperations(client, credentials, settings)
         pyfuse3.init(ops, mountpoint, fuse_options(settings))
+        # what SIGTERM/SIGINT do once the signal task is gone (the mount is stopping already): nothing, rather than
+        # the default, which killed the process in its last uploads when a stop came right after an unmount (the
+        # signal task's receiver restores this handler when it ends)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _stopping_already)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, ops, settings.stop_timeout)
@@ -95,6 +100,8 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
                                             _control_handlers(mountpoint, client, ops))
                     serving.start_soon(_after_init, ops, mountpoint, settings)
                     serving.start_soon(ops.send_held_attributes)
+                    serving.start_soon(ops.attrfill.run)  # REST listings' attributes, for ls -l
+                    serving.start_soon(ops.prefetch.run)  # files of directory scans, ahead of their reader
                     log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
                     if ready is not None:
                         ready()
@@ -108,6 +115,10 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
             pyfuse3.close(unmount=True)
             log.info("unmounted %s (largest write %d bytes, largest read %d)", mountpoint, ops.largest_write,
                      ops.largest_read)
+
+
+def _stopping_already(signum, frame) -> None:
+    log.info("signal %s: the mount is stopping already", signal.Signals(signum).name)
 
 
 async def _after_init(ops: GuestOperations, mountpoint: str, settings: MountSettings) -> None:

@@ -3,7 +3,9 @@ spool files and the client. Errors become an errno in one place (`_fuse_errors`)
 
 Data path: a read starts the file's download (first read, not open) into a spool file and waits only for its
 byte range; writes go to the spool; the upload happens on flush (close of the last writer) and fsync
-(uploads.py: the upload, held chmod/touch, stops and the recovery directory).
+(uploads.py: the upload, held chmod/touch, stops and the recovery directory). A closed file's whole, clean spool
+goes to the content cache (contentcache.py), whence the next open takes it back; prefetch.py fills that cache
+ahead of a process reading a directory's files in turn; attrfill.py completes REST listings for `ls -l`.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ import pyfuse3
 import trio
 from cachetools import TTLCache
 
+from guestfs_mount.fs.attrfill import AttributeFill
 from guestfs_mount.fs.attrs import directory, entry_attributes, guest_time
+from guestfs_mount.fs.contentcache import ContentCache, download_key
 from guestfs_mount.fs.handles import DirHandle, Handle, HandleTable, OpenFile
 from guestfs_mount.fs.inodes import InodeTable, UnknownReference, is_under, join, split
 from guestfs_mount.fs.links import Links
 from guestfs_mount.fs.metacache import MetaCache, is_complete
 from guestfs_mount.fs.pendingattrs import PendingAttributes
 from guestfs_mount.fs.refresh import refresh
+from guestfs_mount.fs.prefetch import Prefetcher
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
 from guestfs_mount.fs.spool import Spool
 from guestfs_mount.fs.status import LiveTransfer, LiveTransfers
@@ -127,6 +132,12 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         self.pending = PendingAttributes(settings.attr_delay, clock=trio.current_time)
         self._pending_added = trio.Event()
         self.initialized = trio.Event()  # the kernel's INIT is answered: per-mount kernel settings stick now
+        self.contents = ContentCache(settings.spool_dir, settings.content_max_mib << 20)
+        self.attrfill = AttributeFill(self.cache, self._fetch_record, settings.guest_calls_per_vm)
+        self.prefetch = Prefetcher(files=settings.prefetch_files, max_bytes=settings.prefetch_max_kib << 10,
+                                   contents=self.contents, cache=self.cache, client=client, transfers=self.transfers,
+                                   record=lambda path: self._record(path, complete=True), target=self.vms.target,
+                                   is_open=self._is_open)
 
     def init(self):
         self.initialized.set()
@@ -144,7 +155,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             return directory(path)
         if await self.vms.is_drive(path):
             return directory(name)
-        target = await self.vms.target(path)  # EHOSTDOWN / EACCES whatever the cache holds
+        await self.vms.target(path)  # EHOSTDOWN / EACCES whatever the cache holds
         known, info = self.cache.lookup(path)
         if known and info is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -156,6 +167,16 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             return info or self._created_record(name, of)
         if not known and await self._list_instead(path):
             return await self._record(path, complete)
+        if known:  # a REST listing's partial record: fetched with its neighbours' (ls -l)
+            filled = await self.attrfill.record(path)
+            if filled is not None:
+                return filled
+        return await self._fetch_record(path)
+
+    async def _fetch_record(self, path: str) -> GuestFileInfo:
+        """The guest's record of `path` (one stat), cached unless this mount changed the path meanwhile; a path
+        that does not exist is cached as such. FUSEError when the stat fails."""
+        target = await self.vms.target(path)
         mark = self.cache.mark()
         try:
             info = await self.client.stat(target.vm.id, target.creds, target.guest_path)
@@ -164,7 +185,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
                 self.cache.put(path, None, ours=False)
             self._guest_failed(e)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None  # callers test for ENOENT
-        info = dataclasses.replace(info, name=name, **self.pending.as_changes(path))
+        info = dataclasses.replace(info, name=split(path)[1], **self.pending.as_changes(path))
         if self.cache.changed_since(path, mark):
             # we changed it while the guest answered (an upload landed): our own record is the newer one
             known, ours = self.cache.lookup(path)
@@ -366,6 +387,8 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
                     target = await self.vms.target(path)
                     await self.client.set_attributes(target.vm.id, target.creds, target.guest_path, attrs)
                 self.cache.update(path, **changes)
+                if "mtime" in changes:  # the content is what it was: a copy of it is one of the new record
+                    self._retimed(path, info, of, changes["mtime"])
         return await self.getattr(inode)
 
     @_fuse_errors
@@ -466,6 +489,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         self.inodes.unlink_tree(path)
         self.pending.drop_tree(path)
         self.cache.remove_tree(path)
+        self.contents.drop_tree(path)
 
     # ------------------------------------------------------------------------------------------------
     # names
@@ -491,6 +515,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         self.pending.drop_tree(path)
         self.inodes.unlink(path)
         self.cache.remove_tree(path)
+        self.contents.drop(path)
 
     @_fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
@@ -569,6 +594,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
                 self._mark_dirty(of)
         self.pending.rename(old, new)
         self.cache.rename(old, new, dataclasses.replace(info, name=split(new)[1], **self.pending.as_changes(new)))
+        self.contents.rename(old, new, tree=info.type is FileType.DIRECTORY)
 
     async def _nonempty(self, path: str) -> bool:
         target = await self.vms.target(path)
@@ -589,12 +615,45 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
 
     # ------------------------------------------------------------------------------------------------
     # files
-    def _open_file(self, inode: int, info: GuestFileInfo | None, on_guest: bool = True) -> OpenFile:
+    def _open_file(self, inode: int, info: GuestFileInfo | None, on_guest: bool = True,
+                   cached: bool = True) -> OpenFile:
+        """The inode's OpenFile; a new one's spool is the content cache's copy when it has a valid one (`cached`)."""
         of = self.handles.files.get(inode)
         if of is None:
-            of = OpenFile(inode, Spool(self.settings.spool_dir, self._path(inode)), info, on_guest=on_guest)
+            path = self._path(inode)
+            copy = self.contents.take(path, info) if on_guest and cached else None
+            spool = None
+            if copy is not None:
+                try:
+                    spool = Spool.adopt(self.settings.spool_dir, copy[0], path)
+                except OSError as e:
+                    log.debug("cached copy of %s not usable: %s", path, e)
+            of = OpenFile(inode, spool or Spool(self.settings.spool_dir, path), info, on_guest=on_guest,
+                          content_key=copy[1] if spool is not None else None)
             self.handles.files[inode] = of
         return of
+
+    def _is_open(self, path: str) -> bool:
+        node = self.inodes.find(path)
+        return node is not None and node.inode in self.handles.files
+
+    def _keep_content(self, path: str, of: OpenFile) -> None:
+        """At the last close: a spool that is a whole copy of the guest's file goes to the content cache."""
+        if of.content_key is None or of.dirty:
+            return
+        file = of.spool.surrender()
+        if file is not None:
+            try:
+                self.contents.add(path, file, of.content_key)
+            except OSError as e:
+                log.debug("copy of %s not kept: %s", path, e)
+
+    def _retimed(self, path: str, info: GuestFileInfo, of: OpenFile | None, mtime: float) -> None:
+        """We set `path`'s mtime: a copy of its content (cached, or an open file's clean spool) is one of the new
+        record."""
+        if of is not None and of.content_key is not None and not of.dirty:
+            of.content_key = (of.content_key[0], mtime) if of.content_key[1] == info.mtime else None
+        self.contents.retime(path, info.mtime, mtime)
 
     def _add_handle(self, of: OpenFile, writable: bool, append: bool) -> Handle:
         handle = Handle(self.handles.new_fh(), of.inode, of, writable, append)
@@ -608,16 +667,22 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         path = self._path(inode)
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
-        info = await self._record(path, complete=writable)
+        truncate = writable and flags & os.O_TRUNC
+        if inode not in self.handles.files and not truncate:
+            await self.prefetch.settle(path)  # a prefetch of this file on its way: wait, rather than fetch again
+        # a cached copy is checked against the size and mtime of the record (REST listings have no mtime)
+        info = await self._record(path, complete=writable or self.contents.holds(path))
         if info.type is FileType.DIRECTORY:
             raise pyfuse3.FUSEError(errno.EISDIR)
         if writable:
             self._guest_level(path)
+        elif ctx is not None:
+            self.prefetch.opened(path, ctx.pid)
         had = inode in self.handles.files
-        of = self._open_file(inode, info)
+        of = self._open_file(inode, info, cached=not truncate)
         handle = self._add_handle(of, writable, bool(flags & os.O_APPEND))
         try:
-            if writable and flags & os.O_TRUNC:
+            if truncate:
                 async with of.lock:
                     of.spool.make_empty()
                     self._changed(of)
@@ -668,6 +733,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
     def _changed(self, of: OpenFile) -> None:
         self._mark_dirty(of)
         of.dirty = True
+        of.content_key = None
         of.mtime = guest_time(time.time())
         of.user_mtime = None
 
@@ -677,6 +743,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         if of.spool.started and of.spool.error is not None:
             return  # failed: the readers get its errno until the file is closed
         path = self._path(of.inode)
+        started = time.time()
 
         async def opener() -> tuple[ReadTransfer, LiveTransfer]:
             target = await self.vms.target(path)
@@ -688,14 +755,17 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             if record is not None and transfer.size is not None:
                 record = dataclasses.replace(record, size=transfer.size, name=split(path)[1])
                 of.info = record
-                if not of.dirty and self.inodes.find(path) is not None:
-                    self.cache.put(path, record, ours=False)
+                if not of.dirty:
+                    of.content_key = download_key(record, started)  # good once the download is complete
+                    if self.inodes.find(path) is not None:
+                        self.cache.put(path, record, ours=False)
 
         known = of.info
 
         def on_failure() -> None:
             # the size a failed GET announced is not the file's (REST learns sizes from the GET, and a server may
             # announce 4 GiB and send 1000 bytes): stat must not show it, nor readers' kernels read to it
+            of.content_key = None
             if of.info is not known:
                 of.info = known
                 if not of.dirty:
@@ -793,15 +863,20 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
                         log.warning("upload at release failed: errno %s", e.errno)
                 if self.handles.files.get(of.inode) is of and of.handles == 0:
                     del self.handles.files[of.inode]
-                    of.spool.close()
                     node = self.inodes.find_inode(of.inode)
+                    if node is not None and not node.unlinked:
+                        self._keep_content(node.path, of)
+                    of.spool.close()
                     if upload and node is not None and not node.unlinked:
                         await self._send_held(node.path, quiet=True)
         finally:
             self.inodes.closed(of.inode)
 
     async def refresh(self, path: str) -> dict:
-        """Forget what is cached of mount path `path` and below, here and in the kernel (refresh.py)."""
+        """Forget what is cached of mount path `path` and below, here and in the kernel (refresh.py), and the
+        content cache's copies there: a file changed on the guest within the second of its mtime, with the same
+        size, would otherwise still read as the copy."""
+        self.contents.drop_tree(path)
         return await refresh(path, self.cache, self.inodes, self.vms.invalidate, also=(self._misses_by_dir,))
 
     def figures(self) -> dict[str, int]:
@@ -809,10 +884,13 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         return {**self.cache.figures(), "inodes": len(self.inodes), "open_files": len(self.handles.files),
                 "dirty_files": len(self.handles.dirty_files()),
                 "spool_bytes": sum(of.spool.disk_bytes() for of in self.handles.files.values()),
-                "vms_listed": self.vms.listed, "live_transfers": len(self.transfers)}
+                "vms_listed": self.vms.listed, "live_transfers": len(self.transfers),
+                "attributes_fetched_ahead": self.attrfill.fetched, **self.contents.figures(),
+                **self.prefetch.figures()}
 
     def close_spools(self) -> None:
         """At shutdown: delete the spool files of handles the kernel will never release."""
         for of in list(self.handles.files.values()):
             of.spool.close()
         self.handles.files.clear()
+        self.contents.close()

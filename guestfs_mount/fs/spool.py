@@ -1,6 +1,7 @@
 """Spool files: the local copy of one open guest file, on disk under `spool_dir`, never whole in memory.
 
-A `Spool` is created empty. `start_download` fills it from a guest GET in a background task (in the mount's
+A `Spool` is created empty (or `adopt`s a whole copy the content cache hands back: complete, no download).
+`start_download` fills it from a guest GET in a background task (in the mount's
 nursery); readers wait only until their byte range is there (`wait_for`). A failed or short download fails every
 waiter with the error's errno; it never looks like a complete short file. `cancel` stops a download nobody waits
 for any more. Writes go straight into the file (after the download completed, or after a truncate to 0, which
@@ -11,6 +12,9 @@ Before the first byte of a local change lands in a spool, `mark_dirty` writes a 
 guest path; `mark_clean` (after the upload) and `close` remove it. A spool file left behind by a dead process
 (SIGKILL, crash) with a sidecar may hold the only copy of written bytes: leftovers.py moves it to the recovery
 directory at the next start; one without a sidecar was only a download copy.
+
+A spool whose content is whole and clean can be given up instead of deleted (`surrender`): the content cache
+(contentcache.py) moves the file in, without a copy.
 """
 
 from __future__ import annotations
@@ -69,6 +73,26 @@ class Spool:
         self.error: DownloadFailed | None = None
         self._progress = trio.Event()
         self._scope: trio.CancelScope | None = None
+
+    @classmethod
+    def adopt(cls, spool_dir: Path, file: Path, label: str = "") -> "Spool":
+        """A spool holding the whole content of `file`, which is moved (not copied) to the spool's own name."""
+        spool = cls(spool_dir, label)
+        os.replace(file, spool.path)  # onto the empty file we made O_EXCL: the name is ours
+        os.close(spool.fd)
+        spool.fd = os.open(spool.path, os.O_RDWR)
+        spool.have = os.fstat(spool.fd).st_size
+        spool.started = spool.complete = True
+        return spool
+
+    def surrender(self) -> Path | None:
+        """Give the file up instead of deleting it, when it holds the whole file and no unsaved bytes: closed, and
+        its path returned for the caller to move away (`close` then deletes nothing). None otherwise."""
+        if not self.complete or self.marked is not None or self.downloading or self.fd < 0:
+            return None
+        os.close(self.fd)
+        self.fd = -1
+        return self.path
 
     # --- download ---------------------------------------------------------------------------------------
     def start_download(self, nursery: trio.Nursery, opener: Opener, on_info: OnInfo | None = None,

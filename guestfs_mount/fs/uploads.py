@@ -69,6 +69,7 @@ class Uploads:
                     uid, gid = await self._new_file_owner(target, path)
             except (VSphereError, pyfuse3.FUSEError) as e:
                 err = e.errno or errno.EIO
+                of.content_key = None  # what the guest holds now is not known
                 self._recover(of, path, e)
                 self.cache.forget(path)
                 if not keep_dirty:
@@ -90,6 +91,7 @@ class Uploads:
             of.info = info
             of.mode = of.uid = of.gid = of.atime = of.user_mtime = None
             of.mtime = mtime
+            of.content_key = (size, mtime)  # the guest holds exactly the spool's bytes: the content cache may too
             self.cache.put(path, info)
             self._open_sig[of.inode] = (size, mtime)
 

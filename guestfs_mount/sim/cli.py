@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", default="127.0.0.1:8989", metavar="HOST:PORT", help="port 0 picks a free port")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a certificate made at start")
     parser.add_argument("--latency-ms", type=int, default=0, metavar="N", help="delay each API call by N ms")
+    parser.add_argument("--transfer-latency-ms", type=int, default=None, metavar="N",
+                        help="delay the first byte of each /guestFile GET and the answer to each PUT by N ms "
+                             "(default: the --latency-ms value)")
+    parser.add_argument("--serial-guest-ops", action="store_true",
+                        help="one guest operation at a time per VM, as VMware Tools handles them; the others wait")
     parser.add_argument(
         "--transfer-host", default="*", metavar="NAME", help="host part of transfer URLs (default '*': the caller's host)"
     )
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         guest_user=args.guest_user,
         guest_password=args.guest_password,
         latency_ms=args.latency_ms,
+        transfer_latency_ms=args.transfer_latency_ms,
+        serial_guest_ops=args.serial_guest_ops,
         transfer_host=args.transfer_host,
         tls=args.tls,
         esxi=args.esxi,

@@ -161,6 +161,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.send_json(500, {"_typeName": "SystemError", "reason": repr(err)})
             except OSError:
                 pass
+        finally:
+            self.sim.end_call()  # a serial guest's next operation may start
         self.log_call(note)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
@@ -197,6 +199,8 @@ class Handler(BaseHTTPRequestHandler):
         ok = False
         try:
             self.sim.count(self.op)
+            if direction == "get":
+                self.sim.transfer_delay()  # before the first byte
             fault = self.sim.faults.take(self.op, t.vm)
             ok = self._get(t, fault) if direction == "get" else self._put(t, fault)
         except (Aborted, OSError) as err:
@@ -272,6 +276,7 @@ class Handler(BaseHTTPRequestHandler):
         except OSError as err:
             self.send_json(500, {"error": f"cannot write {t.guest_path}: {err.strerror}"}, {"Connection": "close"})
             return False
+        self.sim.transfer_delay()  # before the answer
         self.close_connection = False
         self.send_empty(200)
         return True

@@ -1,7 +1,10 @@
 """The simulator's shared state: settings, sessions (one store for both dialects), call counts, planned faults.
 
 `Simulator.begin` is the one preamble every counted call goes through, so both dialects count, fail on
-injected faults, and check power/Tools/guest login the same way.
+injected faults, and check power/Tools/guest login the same way. `guest_call` is the preamble of every guest
+operation: with `serial_guest_ops` it first waits for the VM's previous guest operation to end (`end_call`, at the
+end of each request), as VMware Tools handles one request at a time. `transfer_delay` is the latency of the
+/guestFile endpoint (first byte of a GET, end of a PUT).
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class Settings:
     guest_user: str = "root"
     guest_password: str = "vmware"
     latency_ms: int = 0
+    transfer_latency_ms: int | None = None  # first byte of a GET, end of a PUT (None: latency_ms)
+    serial_guest_ops: bool = False  # one guest operation at a time per VM; the others wait their turn
     transfer_host: str = "*"
     tls: bool = False
     host_cert_pem: str | None = None  # the first host's certificate (kept for older callers: use sim.hosts)
@@ -211,6 +216,9 @@ class Simulator:
     def has(self, since: tuple[int, ...]) -> bool:
         """Whether this vCenter's version has an API that exists from `since` on."""
         return self.version >= since
+        self._turns: dict[str, threading.Lock] = {}  # VM name -> its guest's one operation at a time
+        self._turns_lock = threading.Lock()
+        self._held = threading.local()  # the turn this request thread holds, released by end_call
 
     # ---- counting and injected faults
 
@@ -235,7 +243,30 @@ class Simulator:
         if fault:
             raise SimFault(fault, f"injected fault {fault} on {operation}")
 
+    def transfer_delay(self) -> None:
+        """The latency of a transfer: before the first byte of a GET, before the answer to a PUT."""
+        ms = self.settings.transfer_latency_ms
+        ms = self.settings.latency_ms if ms is None else ms
+        if ms:
+            time.sleep(ms / 1000)
+
     # ---- guest operations
+
+    def _take_turn(self, vm: VM | None) -> None:
+        """On a serial guest, wait until the VM's guest operation in progress ends (its request's end_call)."""
+        if not self.settings.serial_guest_ops or vm is None:
+            return
+        with self._turns_lock:
+            turn = self._turns.setdefault(vm.name, threading.Lock())
+        turn.acquire()
+        self._held.turn = turn
+
+    def end_call(self) -> None:
+        """A request ended: give up the guest turn it held, if any (called for every request, whatever happened)."""
+        turn = getattr(self._held, "turn", None)
+        if turn is not None:
+            self._held.turn = None
+            turn.release()
 
     def session(self, token: str | None) -> Session:
         s = self.sessions.get(token)
@@ -248,6 +279,7 @@ class Simulator:
         """The checks of every guest operation, in a real vCenter's order; returns the VM and its file system.
         `privilege` (Query, Modify, Execute) overrides what the operation needs (a REST download needs Modify)."""
         vm = self.inventory.by_id(vm_id) if isinstance(vm_id, str) else None
+        self._take_turn(vm)
         self.begin(operation, vm.name if vm else None)
         if vm is not None and vm.latency_ms:
             time.sleep(vm.latency_ms / 1000)

@@ -14,7 +14,7 @@ import httpx
 import trio
 
 from guestfs_mount.vsphere.faults import ProtocolError
-from guestfs_mount.vsphere.flow import GuestCallLimiter, with_retries
+from guestfs_mount.vsphere.flow import GuestCallLimiter, limited_call, with_retries
 from guestfs_mount.vsphere.guestfiles import ClientConfig, GuestFiles
 from guestfs_mount.vsphere.hosts import EsxiHosts, Route
 from guestfs_mount.vsphere.model import FileType, GuestFileInfo
@@ -67,13 +67,9 @@ class DialectClient(GuestFiles):
         return {"vmware-api-session-id": self._token} if self._token else {}
 
     async def guest_call(self, vm: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """A guest operation: at most N at once per VM, retried with backoff while the guest is busy."""
-
-        async def limited() -> T:
-            async with self._limit(vm):
-                return await call()
-
-        return await with_retries(limited, self.config.retries, what)
+        """A guest operation: at most N at once per VM (background calls after interactive ones, flow.py), retried
+        with backoff while the guest is busy."""
+        return await with_retries(lambda: limited_call(self._limit, vm, call), self.config.retries, what)
 
     async def route(self, vm: str, url: str) -> Route:
         """Where a transfer URL of `vm` goes and which certificate it must present."""

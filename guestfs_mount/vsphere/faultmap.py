@@ -85,7 +85,9 @@ VI_PARENT = {
 }
 
 # worth another try after a pause: the guest or the VM is busy, or Tools are (re)starting
-RETRYABLE_VI = {"TaskInProgress", "TooManyGuestLogons", "GuestOperationsUnavailable"}
+# InvalidState ("operation not allowed in the current state"): hostd's answer when guest operations on one VM
+# overlap (govmomi #2193, community.vmware #917/#963); only the class itself, not its power/host subclasses
+RETRYABLE_VI = {"TaskInProgress", "TooManyGuestLogons", "GuestOperationsUnavailable", "InvalidState"}
 RETRYABLE_REST = {"RESOURCE_BUSY", "SERVICE_UNAVAILABLE"}
 
 REST_REASON_ERRNO = {
@@ -149,7 +151,8 @@ def vi_fault_error(body: Any, *, path: str | None = None, vm: str | None = None)
     """A VI/JSON fault object -> exception. `body` has been checked to be a dict with a string `_typeName`."""
     name = body["_typeName"]
     lineage = vi_lineage(name)
-    errno = next((VI_ERRNO[c] for c in lineage if c in VI_ERRNO), E.EIO)
+    # a VM still "in another guest operation" after the retries is busy; InvalidState's subclasses go by the table
+    errno = E.EBUSY if name == "InvalidState" else next((VI_ERRNO[c] for c in lineage if c in VI_ERRNO), E.EIO)
     detail = _message(body)
     privileges = missing_privileges(body) if name == "NoPermission" else []
     if privileges:

@@ -8,11 +8,12 @@ raise the `faults.VSphereError` hierarchy; `.errno` says what a filesystem shoul
 from __future__ import annotations
 
 import abc
+import contextvars
 import errno
 import os
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import AsyncIterator, BinaryIO, Callable, Literal
+from contextlib import AbstractAsyncContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import AsyncIterator, BinaryIO, Callable, Iterator, Literal
 
 from guestfs_mount.vsphere.faults import GuestFileError
 from guestfs_mount.vsphere.model import (FileAttributes, GuestCredentials, GuestFileInfo, GuestProcess, GuestProgram,
@@ -41,6 +42,38 @@ class ClientConfig:
     # its name), the name as given, or vCenter's own address (an SNI-routing proxy); the pin stays on the host
     transfer_host: Literal["management-ip", "name", "vcenter"] = "management-ip"
     vm_names: tuple[str, ...] = ()  # the VMs the caller wants (--vm): inventories that refuse large lists ask by name
+
+
+@dataclass(eq=False)
+class Priority:
+    """The class of the guest calls a task makes under `call_priority(...)`: background calls (a prefetch) take a
+    VM's slot only when no interactive call waits for one, and leave slots free for interactive ones (flow.py).
+    `promote()` makes them interactive from then on, also a call already waiting: a program now waits for it."""
+
+    background: bool = True
+    _waiting: set = field(default_factory=set, repr=False)
+
+    def promote(self) -> None:
+        self.background = False
+        for waiter in list(self._waiting):
+            waiter.event.set()
+
+
+_PRIORITY: contextvars.ContextVar[Priority | None] = contextvars.ContextVar("guest_call_priority", default=None)
+
+
+@contextmanager
+def call_priority(priority: Priority | None) -> Iterator[None]:
+    """Guest calls made in this block (and in tasks started from it) have this priority; None: interactive."""
+    token = _PRIORITY.set(priority)
+    try:
+        yield
+    finally:
+        _PRIORITY.reset(token)
+
+
+def current_priority() -> Priority | None:
+    return _PRIORITY.get()
 
 
 class ReadTransfer(abc.ABC):

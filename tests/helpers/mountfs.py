@@ -1,9 +1,11 @@
 """Mount guestfs-mount for a test, driven by real programs.
 
 `mounted_guestfs(tmp, api)` starts the simulator (tests/helpers/simulator.py) with one Linux VM `vm1` (or the
-Linux VMs named in `vms=`), writes a 0600 config file (`mount_config=` adds keys to its [mount] table,
-`login_config=` to its [vms.default] table, e.g. `exec = true`) and runs `python -m guestfs_mount MP --config FILE --foreground` through `mounting.mounted`,
-which always unmounts: the real command line, the real client and the real simulator over real sockets.
+Linux VMs named in `vms=`, `sim_args=` for its command line) and mounts it with `mount_guestfs`: a 0600 config
+file (`mount_config=` adds keys to its [mount] table, `cache_config=` to [cache], `login_config=` to [vms.default],
+e.g. `exec = true`) and `python -m guestfs_mount MP --config FILE --foreground` through `mounting.mounted`, which
+always unmounts: the real command line, the real client and the real simulator over real sockets. The benchmarks
+(benchmarks/rig.py) start theirs the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class GuestMount:
     def spool(self) -> Path:
         return self.log_path.parent / "spool"
 
+    def spool_files(self) -> list[str]:
+        """What the spool directory holds besides the content cache's directory (whole copies of guest files)."""
+        return sorted(p.name for p in self.spool.iterdir() if not p.name.startswith("cache-"))
+
     @property
     def recovered(self) -> Path:
         return self.log_path.parent / "recovered"
@@ -76,22 +82,29 @@ class GuestMount:
         return self.log_path.read_text(errors="replace")
 
 
-def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, attr_ttl: float, dir_ttl: float,
-                 extra: str = "", login_extra: str = "") -> None:
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, attr_ttl: float | None = 5.0,
+                 dir_ttl: float | None = 5.0, extra: str = "", *, vm_list_ttl: float | None = 2.0,
+                 cache_extra: str = "", vcenter_extra: str = "", login_extra: str = "") -> None:
+    """A 0600 config for the simulator's logins: the tests' TTLs in [cache] (None: that key left to the product's
+    default), `extra` lines in [mount], `cache_extra` lines in [cache], `vcenter_extra` lines in [vcenter],
+    `login_extra` lines in [vms.default]."""
+    ttls = {"attr_ttl": attr_ttl, "dir_ttl": dir_ttl, "vm_list_ttl": vm_list_ttl}
+    cache_lines = "".join(f"{k} = {v}\n" for k, v in ttls.items() if v is not None) + cache_extra
     path.write_text(textwrap.dedent(f"""\
         [vcenter]
         url = "{url}"
         username = "administrator@vsphere.local"
         password = "vmware"
         api = "{api}"
+        """) + vcenter_extra + textwrap.dedent("""\
         [vms.default]
         username = "root"
         password = "vmware"
-        {login_extra}
-        [cache]
-        attr_ttl = {attr_ttl}
-        dir_ttl = {dir_ttl}
-        vm_list_ttl = 2.0
+        """) + (login_extra.rstrip("\n") + "\n" if login_extra else "")
+        + (f"[cache]\n{cache_lines}" if cache_lines else "") + textwrap.dedent(f"""\
         [mount]
         spool_dir = "{spool}"
         recovery_dir = "{recovered}"
@@ -100,23 +113,40 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, a
 
 
 @contextlib.contextmanager
+def mount_guestfs(sim: Simulator, workdir: Path, api: str = "vi-json", *, attr_ttl: float | None = 5.0,
+                  dir_ttl: float | None = 5.0, vm_list_ttl: float | None = 2.0, mount_config: str = "",
+                  cache_config: str = "", vcenter_config: str = "", login_config: str = "",
+                  extra_args: tuple[str, ...] = (),
+                  vms: tuple[str, ...] = (VM,), product: Path = REPO, timeout: float = 30) -> Iterator[GuestMount]:
+    """Mount the running simulator `sim` at workdir/mnt (config, spool, recovery dir and log beside it) until the
+    block ends. TTLs of None leave the product's defaults (the benchmarks'); `product` is the directory holding the
+    `guestfs_mount` package to run (the benchmarks measure older commits so)."""
+    mp, spool, recovered, log_path = workdir / "mnt", workdir / "spool", workdir / "recovered", workdir / "mount.log"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "config.toml"
+    write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl, extra=mount_config, vm_list_ttl=vm_list_ttl,
+                 cache_extra=cache_config, vcenter_extra=vcenter_config, login_extra=login_config)
+    argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground", *extra_args]
+    env = dict(os.environ, PYTHONPATH=str(product))
+    # cwd: `python -m` looks there first, before PYTHONPATH and the installed package
+    with mounted(argv, mp, log_path=log_path, env=env, cwd=product, timeout=timeout) as proc:
+        yield GuestMount(mp, sim.root, api, log_path, sim, proc, tuple(vms))
+
+
+@contextlib.contextmanager
 def mounted_guestfs(tmp: Path, api: str = "vi-json", attr_ttl: float = 5.0, dir_ttl: float = 5.0,
                     setup: Callable[[Path], None] | None = None,
                     extra_args: tuple[str, ...] = (), vms: tuple[str, ...] = (VM,),
-                    mount_config: str = "", login_config: str = "") -> Iterator[GuestMount]:
-    root, mp = tmp / "vms", tmp / "mnt"
+                    mount_config: str = "", cache_config: str = "", login_config: str = "",
+                    sim_args: tuple[str, ...] = (), latency_ms: int = 0) -> Iterator[GuestMount]:
+    root = tmp / "vms"
     for name in vms:
         (root / name).mkdir(parents=True, exist_ok=True)
     if setup is not None:
         setup(root / VM)
-    spool, recovered, log_path = tmp / "spool", tmp / "recovered", tmp / "mount.log"
-    with contextlib.ExitStack() as stack:
-        sim = stack.enter_context(running_simulator(root, log_path=tmp / "sim.log"))
-        cfg = tmp / "config.toml"
-        write_config(cfg, sim.url, api, spool, recovered, attr_ttl, dir_ttl, extra=mount_config,
-                     login_extra=login_config)
-        argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground", *extra_args]
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-        proc = stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
-        yield GuestMount(mp, root, api, log_path, sim, proc, tuple(vms))
+    with running_simulator(root, log_path=tmp / "sim.log", latency_ms=latency_ms, extra_args=sim_args) as sim:
+        with mount_guestfs(sim, tmp, api, attr_ttl=attr_ttl, dir_ttl=dir_ttl, mount_config=mount_config,
+                           cache_config=cache_config, login_config=login_config, extra_args=extra_args,
+                           vms=vms) as m:
+            yield m
 

@@ -67,13 +67,15 @@ def mounted(
     log_path: str | os.PathLike,
     timeout: float = 30,
     env: dict[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
 ) -> Iterator[subprocess.Popen]:
     """Start `argv` (a filesystem that mounts on `mountpoint` and stays in the foreground) and yield its process
     once the mount is up. Its output goes to `log_path`, which the error message points at."""
     mp = os.path.realpath(mountpoint)
     Path(mp).mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=cwd)
     try:
         up = wait_until(lambda: is_mounted(mp) or proc.poll() is not None, timeout)
         if not up or not is_mounted(mp):
