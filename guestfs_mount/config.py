@@ -9,7 +9,7 @@ Shape (a public contract: extend it, never change these keys):
                   wins; "default" matches every VM, last)
     [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay, content_max_mib, prefetch_files, prefetch_max_kib
     [mount]    spool_dir, recovery_dir, windows_drives, vms, read_only, allow_other, read_ahead_kb, stop_timeout,
-               symlinks
+               symlinks, write_back, write_back_max_mib, write_back_delay
 
 Every problem is one `ConfigError` line that names the file and the key; the CLI exits 2 on it.
 """
@@ -106,6 +106,9 @@ MOUNT_KEYS: _Schema = {
     "read_ahead_kb": _POS_INT,
     "stop_timeout": _POS_NUMBER,
     "symlinks": _STR,
+    "write_back": _BOOL,
+    "write_back_max_mib": _COUNT,
+    "write_back_delay": _POS_NUMBER,
 }
 TABLES = {"vcenter": VCENTER_KEYS, "vms": None, "cache": CACHE_KEYS, "mount": MOUNT_KEYS}
 API_CHOICES = ("auto", "vi-json", "soap", "rest")
