@@ -74,6 +74,7 @@ _BOOL = ((bool,), "true or false")
 _POS_NUMBER = ((int, float), "a number")
 _POS_INT = ((int,), "a whole number")
 _COUNT = ((int,), "a whole number, 0 or more")
+_SECONDS = ((int, float), "a number, 0 or more")
 _STR_LIST = ((list,), "a list of strings")
 _SECRETS: _Schema = {key: _STR for key in SECRET_KEYS}
 
@@ -108,7 +109,7 @@ MOUNT_KEYS: _Schema = {
     "symlinks": _STR,
     "write_back": _BOOL,
     "write_back_max_mib": _COUNT,
-    "write_back_delay": _POS_NUMBER,
+    "write_back_delay": _SECONDS,
 }
 TABLES = {"vcenter": VCENTER_KEYS, "vms": None, "cache": CACHE_KEYS, "mount": MOUNT_KEYS}
 API_CHOICES = ("auto", "vi-json", "soap", "rest")
@@ -218,7 +219,7 @@ def _check_table(path: Path, name: str, table: dict | None, schema: _Schema, req
         # bool is an int in Python; a number key must not accept true/false
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ConfigError(f"config file {path}: [{name}] {key} must be {what}, not {value!r}")
-        if (types, what) == _COUNT:
+        if (types, what) in (_COUNT, _SECONDS):
             if value < 0:
                 raise ConfigError(f"config file {path}: [{name}] {key} must be 0 or more, not {value!r}")
         elif types in (_POS_NUMBER[0], _POS_INT[0]) and value <= 0:
