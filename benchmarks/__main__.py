@@ -1,10 +1,11 @@
 """`python -m benchmarks [--suite throughput|latency] [--quick] [--json FILE] [--latency-ms 0,50]
-[--api vi-json,soap,rest] [--guest parallel,serial] [--only NAME ...]`"""
+[--api vi-json,soap,rest] [--guest parallel,serial] [--write-back off,on] [--rsync-files N] [--only NAME ...]`"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import shutil
 import sys
 import time
@@ -51,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--api", metavar="A,A", help="dialects, the first is the summary's (default vi-json,soap,rest)")
     parser.add_argument("--guest", metavar="G,G", help="simulated guests: parallel (any number of guest operations "
                         "at once) and/or serial (one at a time per VM, --serial-guest-ops); default per suite")
+    parser.add_argument("--write-back", metavar="W,W", default="off",
+                        help="mount with [mount] write_back off and/or on (default off; on needs a product that has "
+                             "it): each a run of its own")
+    parser.add_argument("--rsync-files", type=int, metavar="N", help="files rsync copies (rsync, rsync_in; default "
+                        "1,000, --quick 200)")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(ALL_CASES),
                         help=f"run only these cases ({', '.join(ALL_CASES)})")
     parser.add_argument("--workdir", metavar="DIR", help="parent of the temp dir for big files (default: the system "
@@ -79,28 +85,35 @@ def parse_args(argv=None) -> argparse.Namespace:
         if guest not in GUESTS:
             parser.error(f"--guest: unknown guest {guest!r} (parallel, serial)")
     args.cases = args.only or suite["cases"]
+    args.write_backs = [w == "on" for w in args.write_back.split(",")]
+    if not set(args.write_back.split(",")) <= {"on", "off"}:
+        parser.error(f"--write-back: on and/or off, not {args.write_back!r}")
     return args
 
 
 def sizes_for(args: argparse.Namespace):
     if args.suite == "latency":
-        return LATENCY_QUICK if args.quick else LATENCY
-    return QUICK if args.quick else FULL
+        sizes = LATENCY_QUICK if args.quick else LATENCY
+    else:
+        sizes = QUICK if args.quick else FULL
+    return dataclasses.replace(sizes, rsync_files=args.rsync_files) if args.rsync_files else sizes
 
 
-def run_cases(args, sim, data: Dataset, sizes, workdir: Path, api: str, latency: int, guest_kind: str) -> dict:
+def run_cases(args, sim, data: Dataset, sizes, workdir: Path, api: str, latency: int, guest_kind: str,
+              write_back: bool = False) -> dict:
     """One mount of the product on `sim`, every chosen case on it; the run's figures (and errors)."""
-    name = f"{api}-{latency}ms-{guest_kind}"
+    name = f"{api}-{latency}ms-{guest_kind}" + ("-write-back" if write_back else "")
     run_dir = f"run-{name}"
     (sim.root / "vm1" / run_dir).mkdir(parents=True, exist_ok=True)
     stock(data, sizes, run_dir, args.cases)
     latency_stock(data, sizes, run_dir, args.cases)
     figures: dict = {}
     errors: dict = {}
-    print(f"== {api}, latency {latency} ms, {guest_kind} guest", file=sys.stderr, flush=True)
-    with mount(sim, workdir, name, api, args.product, guest_calls=args.guest_calls) as m, \
+    print(f"== {api}, latency {latency} ms, {guest_kind} guest" + (", write_back" if write_back else ""),
+          file=sys.stderr, flush=True)
+    with mount(sim, workdir, name, api, args.product, guest_calls=args.guest_calls, write_back=write_back) as m, \
             contextlib.closing(raw.RawGuest(sim, api)) as guest:
-        ctx = Ctx(sim, m, guest, data, sizes, workdir, run_dir, args.timeout, latency)
+        ctx = Ctx(sim, m, guest, data, sizes, workdir, run_dir, args.timeout, latency, args.product, write_back)
         for case in args.cases:
             t0 = time.monotonic()
             try:
@@ -113,6 +126,8 @@ def run_cases(args, sim, data: Dataset, sizes, workdir: Path, api: str, latency:
             figures.update(got)
             print(f"   {case}: {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
     run = {"latency_ms": latency, "api": api, "guest": guest_kind, "figures": figures}
+    if write_back:
+        run["write_back"] = True
     if errors:
         run["errors"] = errors
     return run
@@ -146,14 +161,16 @@ def main(argv=None) -> int:
                 sim_log = workdir / f"sim-{latency}ms-{guest_kind}.log"
                 with simulator(root, sim_log, latency, guest_kind) as sim:
                     for api in args.apis:
-                        runs.append(run_cases(args, sim, data, sizes, workdir, api, latency, guest_kind))
-                        failed = failed or "errors" in runs[-1]
+                        for write_back in args.write_backs:
+                            runs.append(run_cases(args, sim, data, sizes, workdir, api, latency, guest_kind,
+                                                  write_back))
+                            failed = failed or "errors" in runs[-1]
     finally:
         machine["loadavg_end"] = report._read("/proc/loadavg").split()[:3]
         machine["elapsed_s"] = round(time.monotonic() - started, 1)
         options = {"suite": args.suite, "quick": args.quick, "latencies_ms": args.latencies, "apis": args.apis,
                    "guests": args.guests, "cases": args.cases, "sizes": asdict(sizes),
-                   "max_guest_calls_per_vm": args.guest_calls}
+                   "max_guest_calls_per_vm": args.guest_calls, "write_back": args.write_back}
         try:
             doc = report.document(runs, machine, options)
             print(report.table(doc))

@@ -22,6 +22,7 @@ TARGETS = {
     "rsync_calls_per_file": ("<=", 4),
     "peak_rss_mib": ("<=", 150),
     "rsync_rerun_uploads": ("==", 0),
+    "rsync_in_rerun_uploads": ("==", 0),
     # the latency suite (issue #13)
     "reread_again_transfers": ("==", 0),
     "reread_after_ttl_transfers": ("==", 0),
@@ -161,9 +162,9 @@ def _rows(doc: dict) -> list[list[str]]:
 
 
 def label(run: dict) -> str:
-    """A run's column: dialect, latency, and the simulated guest when it is the serial one."""
+    """A run's column: dialect, latency, the simulated guest when it is the serial one, "wb" with write_back."""
     guest = " serial" if run.get("guest") == "serial" else ""
-    return f"{run['api']} {run['latency_ms']}ms{guest}"
+    return f"{run['api']} {run['latency_ms']}ms{guest}" + (" wb" if run.get("write_back") else "")
 
 
 def _by_method(doc: dict) -> list[str]:
