@@ -108,11 +108,15 @@ def test_write_rename_chmod_unlink_in_quick_succession_leave_the_guest_right(tmp
         with pytest.raises(OSError) as e:
             os.rmdir(m.vm / "e")
         assert e.value.errno == errno.ENOTEMPTY
-        assert sorted(os.listdir(m.vm)) == ["a2", "c", "e"]
+        (m.vm / "t").write_bytes(a)  # its upload queued, or in flight,
+        (m.vm / "t.new").write_bytes(b"replacement")
+        os.rename(m.vm / "t.new", m.vm / "t")  # when this replaces it: the guest must end with the replacement
+        assert sorted(os.listdir(m.vm)) == ["a2", "c", "e", "t"]
         assert (m.vm / "e" / "x").read_bytes() == a and (m.vm / "c").read_bytes() == b"second, longer"
         done = sync(m)
         assert done.returncode == 0, done.stderr
-        assert sorted(p.name for p in m.guest.iterdir()) == ["a2", "c", "e"]
+        assert sorted(p.name for p in m.guest.iterdir()) == ["a2", "c", "e", "t"]
+        assert (m.guest / "t").read_bytes() == b"replacement"
         assert (m.guest / "a2").read_bytes() == a and os.stat(m.guest / "a2").st_mode & 0o777 == 0o604
         assert (m.guest / "c").read_bytes() == b"second, longer"
         assert (m.guest / "e" / "x").read_bytes() == a

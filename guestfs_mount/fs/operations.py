@@ -10,7 +10,6 @@ ahead of a process reading a directory's files in turn; attrfill.py completes RE
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import functools
@@ -548,8 +547,9 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         moving = self.handles.files.get(node.inode) if node and info.type is not FileType.DIRECTORY else None
         # an upload in flight has its guest path already: the file moves once it has landed (else the upload
         # lands under the old name after the move, a stale copy there and the old content under the new one)
-        async with moving.lock if moving is not None else contextlib.nullcontext(), \
-                self._uploads_held(old if info.type is FileType.DIRECTORY else None):
+        # so do queued uploads below a directory moved, and of a file renamed over (after the move it is not its)
+        async with self._uploads_held([moving] if moving else [], old if info.type is FileType.DIRECTORY else None,
+                                      new):
             if moving is not None:
                 info = await self._record(old)  # the upload we waited for has put its new record in the cache
             await self._move(old, new, info, dst, src_t, dst_t, moving)

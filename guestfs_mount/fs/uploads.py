@@ -77,12 +77,15 @@ class Uploads:
         return [h for h in self.handles.handles.values() if getattr(h, "file", None) is of and h.writable]
 
     @contextlib.asynccontextmanager
-    async def _uploads_held(self, tree: str | None):
-        """For a rename of directory `tree`: the queued uploads in it wait (and those in flight have ended), so
-        none lands under the old path after the move."""
+    async def _uploads_held(self, files: list[OpenFile], *trees: str | None):
+        """The locks of `files` and of the files with a queued upload at or below `trees`, taken in one order (two
+        renames never wait for each other): uploads in flight have ended, and none starts meanwhile."""
+        held = {of.inode: of for of in files}
+        for tree in filter(None, trees):
+            held.update((of.inode, of) for of in self.writeback.files_under(tree))
         async with contextlib.AsyncExitStack() as stack:
-            for of in sorted(self.writeback.files_under(tree) if tree is not None else [], key=lambda f: f.inode):
-                await stack.enter_async_context(of.lock)
+            for inode in sorted(held):
+                await stack.enter_async_context(held[inode].lock)
             yield
 
     async def _upload_landed(self, of: OpenFile | None) -> None:
