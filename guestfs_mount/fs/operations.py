@@ -245,6 +245,10 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         return dataclasses.replace(info, **changes) if changes else info
 
     def _attrs(self, inode: int, info: GuestFileInfo) -> pyfuse3.EntryAttributes:
+        node = self.inodes.find_inode(inode)
+        held = self.pending.as_changes(node.path) if node is not None and len(self.pending) else None
+        if held:  # a chmod/touch not sent yet: over a listing's record too (rsync's second run compares the mtime)
+            info = dataclasses.replace(info, **held)
         if info.type is FileType.SYMLINK:
             info = self._as_shown(self._path(inode), info)  # st_size is the length of what readlink shows
         return entry_attributes(inode, self._overlay(inode, info), self.ttl)

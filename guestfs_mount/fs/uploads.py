@@ -20,6 +20,7 @@ from guestfs_mount.fs import recovery
 from guestfs_mount.fs.attrs import guest_time
 from guestfs_mount.fs.handles import OpenFile
 from guestfs_mount.fs.inodes import split
+from guestfs_mount.fs.pendingattrs import HELD_FIELDS
 from guestfs_mount.fs.writeback import WriteBack
 from guestfs_mount.vsphere.faults import VSphereError
 from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestFileInfo
@@ -213,6 +214,9 @@ class Uploads:
             if not quiet:
                 raise
             log.warning("chmod/touch of %s could not be applied on the guest: %s", path, e)
+            return
+        # our record again, over a listing fetched while they were held (it showed the guest's times before them)
+        self.cache.update(path, **{f: getattr(held, f) for f in HELD_FIELDS if getattr(held, f) is not None})
 
     async def send_held_attributes(self) -> None:
         """Runs for the mount's life (mount.py): sends held chmod/touch once they are due."""
