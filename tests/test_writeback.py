@@ -241,3 +241,19 @@ def test_write_back_off_uploads_at_close_as_before(tmp_path, state_home):
         assert (m.guest / "f").read_bytes() == b"at close"  # close waited for the upload
         assert sync(m).returncode == 0
         assert "write_back\": false" in guestfs_mount("status", m.mp, "--json").stdout
+
+
+def test_sigterm_past_stop_timeout_keeps_the_queued_bytes_in_the_recovery_directory(tmp_path):
+    data = os.urandom(512 << 10)
+    config = WRITE_BACK + "write_back_delay = 60\nstop_timeout = 1\n"
+    with mounted_guestfs(tmp_path, mount_config=config) as m:
+        m.sim.throttle(VM, 64 << 10)  # 8 s for the upload: longer than stop_timeout
+        (m.vm / "slow").write_bytes(data)
+        m.proc.send_signal(signal.SIGTERM)
+        m.proc.wait(timeout=30)
+        assert m.proc.returncode == 0 and not is_mounted(m.mp)
+        m.sim.throttle(VM, 0)
+        kept = list(m.recovered.glob(f"{VM}/slow.*"))
+        assert len(kept) == 1 and kept[0].read_bytes() == data, m.log()[-2000:]
+        assert f"upload of {VM}/slow failed (the mount stopped" in m.log()
+        assert not (m.guest / "slow").exists() or (m.guest / "slow").read_bytes() == data
