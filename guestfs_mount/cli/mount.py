@@ -162,7 +162,7 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
         symlinks=mount.get("symlinks", MountSettings.symlinks),
         runs_programs=lambda vm_name: runs_programs(config, vm_name),
         guest_calls_per_vm=guest_calls_per_vm,
-        write_back=args.write_back or mount.get("write_back", False),
+        write_back=getattr(args, "write_back", False) or mount.get("write_back", False),  # -o write_back
         write_back_max_mib=mount.get("write_back_max_mib", MountSettings.write_back_max_mib),
         write_back_delay=float(mount.get("write_back_delay", MountSettings.write_back_delay)),
         **optional_cache,
