@@ -95,6 +95,8 @@ def test_a_fault_that_passes_is_retried_and_others_are_kept_at_once(tmp_path):
             assert sorted(x.path for x in failed) == ["vm1/f2", "vm1/f3"]
             assert sorted(f.kept) == [2, 3]
             assert [i for _, what, i in f.log if what == "start"].count(1) == 3  # two retries, then it landed
+            starts = [t for t, what, i in f.log if what == "start" and i == 1]
+            assert starts[1] - starts[0] >= 2 and starts[2] - starts[1] >= 10  # their pauses, though sync waits
             assert [i for _, what, i in f.log if what == "start"].count(2) == 1  # disk full: no retry
             assert [i for _, what, i in f.log if what == "start"].count(3) == RETRIES + 1
             assert (await f.q.sync([""])) == []  # reported once

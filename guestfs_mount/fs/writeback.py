@@ -192,7 +192,9 @@ class WriteBack:
                 for entry in list(self.entries.values()):
                     if entry.running:
                         continue
-                    if entry.due > now and not entry.urgent:
+                    # urged: no delay before a first attempt; a retry waits its pause all the same (a sync
+                    # during a vCenter blip must not spend the attempts in a second)
+                    if entry.due > now and not (entry.urgent and not entry.attempts):
                         next_due = min(next_due, entry.due)
                         continue
                     path = self._path_of(entry.of)
