@@ -16,7 +16,7 @@ import pytest
 from tests.helpers.mounting import wait_until
 from tests.helpers.mountfs import mounted_guestfs
 from tests.test_mount import calls, run
-from tests.test_status import state_home, status_json  # noqa: F401 (fixture)
+from tests.test_status import status_json
 
 APIS = ["vi-json", "rest"]
 OLD = time.time() - 3600  # guest files older than a second or two: the content cache keeps copies of them
