@@ -208,6 +208,9 @@ class Simulator:
         self._stats_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.withheld: dict[str, set[str]] = {}  # vCenter user -> privileges (Query, Modify, Execute) not granted
+        self._turns: dict[str, threading.Lock] = {}  # VM name -> its guest's one operation at a time
+        self._turns_lock = threading.Lock()
+        self._held = threading.local()  # the turn this request thread holds, released by end_call
 
     @property
     def version(self) -> tuple[int, ...]:
@@ -216,9 +219,6 @@ class Simulator:
     def has(self, since: tuple[int, ...]) -> bool:
         """Whether this vCenter's version has an API that exists from `since` on."""
         return self.version >= since
-        self._turns: dict[str, threading.Lock] = {}  # VM name -> its guest's one operation at a time
-        self._turns_lock = threading.Lock()
-        self._held = threading.local()  # the turn this request thread holds, released by end_call
 
     # ---- counting and injected faults
 
