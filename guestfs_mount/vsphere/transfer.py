@@ -15,18 +15,21 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
+import urllib.request
 from typing import AsyncIterator, Awaitable, Callable
 
 import httpcore
 import httpx
 import trio
 
+from guestfs_mount.vsphere.download import Fetch
 from guestfs_mount.vsphere.faults import ConnectionFailed, ProtocolError, TransferError, VSphereError
-from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
+from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer, Sink, Stopped
 from guestfs_mount.vsphere.hosts import Route
 from guestfs_mount.vsphere.http import USER_AGENT, connection_error, root_cause, timeouts, tls_verify
 from guestfs_mount.vsphere.model import GuestFileInfo
-from guestfs_mount.vsphere.pinning import CertificateMismatch, PinnedTransport
+from guestfs_mount.vsphere.pinning import CertificateMismatch, PinnedTransport, pinned_context
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
 NewRoute = Callable[[], Awaitable[Route]]
 DECODED_ENCODINGS = ("gzip", "deflate")  # what httpx decodes without extra packages
 LIMITS = httpx.Limits(max_keepalive_connections=0)
+HEADERS = {"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "identity"}
 
 
 def _describe(url: str) -> str:
@@ -55,6 +59,8 @@ class TransferClients:
         self._config = config
         self._default_verify = tls_verify(config) if not config.insecure else False
         self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._contexts: dict[str | None, ssl.SSLContext] = {}
+        self.timeout = timeouts(config)
         self._on_refused = on_refused
         self.get(None)  # made now: loading the CA store takes tens of ms, which the first read would wait for
 
@@ -63,11 +69,18 @@ class TransferClients:
         if key not in self._clients:
             kwargs = {"transport": PinnedTransport(key, LIMITS)} if key else {"verify": self._default_verify, "limits": LIMITS}
             self._clients[key] = httpx.AsyncClient(
-                timeout=timeouts(self._config),
-                headers={"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "identity"},
+                timeout=self.timeout,
+                headers=HEADERS,
                 **kwargs,
             )
         return self._clients[key]
+
+    def ssl_context(self, pin: str | None) -> ssl.SSLContext:
+        """The TLS settings of `get(pin)`'s client, for a transfer made without httpx (download.py)."""
+        key = None if self._config.insecure else pin
+        if key not in self._contexts:
+            self._contexts[key] = pinned_context() if key else httpx.create_ssl_context(verify=self._default_verify)
+        return self._contexts[key]
 
     def request(self, route: Route, method: str, **kwargs) -> tuple[httpx.AsyncClient, httpx.Request]:
         client = self.get(route.pin)
@@ -186,9 +199,67 @@ class HttpReadTransfer(ReadTransfer):
                 await response.aclose()
             await self._renew(error)
 
+    async def into(self, sink: Sink) -> None:
+        """The body read by a thread of its own straight into `sink`'s buffers (download.py); the same checks,
+        errors and one renewed URL as `chunks()`. Through a proxy (the environment names one), `chunks()`."""
+        if _proxied(self._route.url):
+            return await super().into(sink)
+        if self._used:
+            raise TransferError(f"download of {self._what}: a transfer is read once")
+        self._used = True
+        got = 0  # bytes given to the sink
+        while True:
+            fetch = Fetch(self._route.url, self._route.sni, self._clients.ssl_context(self._route.pin),
+                          self._route.pin, self._clients.timeout.read, self._clients.timeout.connect,
+                          list(HEADERS.items()), self.size, got, sink, self._what, self._learn_size)
+            try:
+                await trio.to_thread.run_sync(fetch.run, abandon_on_cancel=True)
+            except Stopped:
+                return
+            except httpx.DecodingError as e:
+                error: VSphereError | None = TransferError(
+                    f"download of {self._what}: the compressed body is damaged ({e})")
+            except httpx.HTTPError as e:
+                if fetch.phase == "connect":
+                    error = self._clients.failure(e, f"download of {self._what}", self._route)
+                else:
+                    error = TransferError(f"download of {self._what}: {connection_error(e, 'connection')}",
+                                          errno=errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else None)
+            else:
+                error = None
+            finally:
+                fetch.stop()  # a cancelled wait left the thread running: its socket is shut, it ends at once
+                got += fetch.got
+                if self.size is None:
+                    self.size = fetch.size
+            if error is None:
+                if fetch.status != 200:
+                    error = TransferError(f"download of {self._what}: HTTP {fetch.status} from "
+                                          f"{_describe(self._route.url)}")
+                elif self.size is None:
+                    self.size = got  # a compressed body of unknown length: complete when the stream ended cleanly
+                    return
+                elif got == self.size:
+                    return
+                elif got > self.size:
+                    raise ProtocolError(f"download of {self._what}: more bytes than the {self.size} announced")
+                else:
+                    error = TransferError(f"download of {self._what}: cut short at {got} of {self.size} bytes")
+            await self._renew(error)
+
+    def _learn_size(self, size: int) -> None:
+        self.size = size  # on the fetch's thread: one attribute, before the first byte reaches the sink
+
     async def aclose(self) -> None:
         if self._response is not None:
             await self._response.aclose()
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends `url` through a proxy (httpx honours it; download.py does not speak it)."""
+    proxies = urllib.request.getproxies()
+    host = httpx.URL(url).host
+    return bool(proxies.get(httpx.URL(url).scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
 
 
 # ------------------------------------------------------------------------------------------- PUT
