@@ -171,9 +171,9 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             filled = await self.attrfill.record(path)
             if filled is not None:
                 return filled
-        return await self._fetch_record(path)
+        return await self._fetch_record(path, complete)
 
-    async def _fetch_record(self, path: str) -> GuestFileInfo:
+    async def _fetch_record(self, path: str, complete: bool = True) -> GuestFileInfo:
         """The guest's record of `path` (one stat), cached unless this mount changed the path meanwhile; a path
         that does not exist is cached as such. FUSEError when the stat fails."""
         target = await self.vms.target(path)
