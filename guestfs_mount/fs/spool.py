@@ -90,7 +90,7 @@ class Spool:
     def surrender(self) -> Path | None:
         """Give the file up instead of deleting it, when it holds the whole file and no unsaved bytes: closed, and
         its path returned for the caller to move away (`close` then deletes nothing). None otherwise."""
-        if not self.complete or self.marked is not None or self.downloading or self.fd < 0:
+        if not self.complete or self.marked is not None or self.fd < 0:
             return None
         os.close(self.fd)
         self.fd = -1
@@ -123,6 +123,11 @@ class Spool:
                     self.have = recent.end
                     live.total = transfer.size
                     live.advance(self.have)
+                    if transfer.size is not None and self.have >= transfer.size and recent.error is None:
+                        # the last byte landed: the file is whole now, not once the thread has been joined (a
+                        # reader that closes at once gives its copy to the content cache); nothing more may land
+                        recent.stop()
+                        self.complete = True
                     self._notify()
 
                 with live:
