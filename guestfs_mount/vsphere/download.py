@@ -14,6 +14,7 @@ file's), so the caller (transfer.py) maps them, and renews the URL, exactly as i
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
@@ -49,6 +50,7 @@ class Fetch:
         self.status: int | None = None
         self.got = 0  # bytes of the body given to the sink (after `skip`)
         self._sock: socket.socket | None = None
+        self._tls = False
         self._lock = threading.Lock()
         self._stopped = False
 
@@ -82,6 +84,7 @@ class Fetch:
         try:
             if parts.scheme == "https":
                 sock = self.context.wrap_socket(sock, server_hostname=self.sni or host)
+                self._tls = True
                 if self.pin is not None:
                     der = sock.getpeercert(binary_form=True)
                     got = fingerprint(der) if der else "(none)"
@@ -145,6 +148,10 @@ class Fetch:
                 raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
             # an InformationalResponse (100 Continue): the real one follows
 
+    def _readable(self) -> bool:
+        """Bytes can be received now without waiting (decrypted ones buffered, or more on the socket)."""
+        return bool(self._sock.pending()) or bool(select.select([self._sock], [], [], 0)[0])
+
     def _deliver(self, data) -> None:
         """Body bytes read some other way than straight into the sink: the skipped ones dropped, the rest copied."""
         if self.skip:
@@ -168,7 +175,15 @@ class Fetch:
                 self.skip -= n
             else:
                 space = self.sink.buffer()
-                n = self._sock.recv_into(space, min(len(space), left))
+                want = min(len(space), left)
+                n = self._sock.recv_into(space, want)
+                # TLS hands over one record (16 KiB) per receive: what is already there is taken before the sink
+                # hears of it, so it is told in pieces as large as plain TCP gives, never waiting for more
+                while 0 < n < want and self._tls and self._readable():
+                    more = self._sock.recv_into(space[n:], want - n)
+                    if not more:
+                        break
+                    n += more
                 if n:
                     self.got += n
                     self.sink.filled(n)
