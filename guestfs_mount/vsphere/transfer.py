@@ -42,6 +42,7 @@ httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
 NewRoute = Callable[[], Awaitable[Route]]
 DECODED_ENCODINGS = ("gzip", "deflate")  # what httpx decodes without extra packages
 LIMITS = httpx.Limits(max_keepalive_connections=0)
+DOWNLOAD_THREADS = 256  # downloads at once on threads of their own (as many as the FUSE loop runs handlers)
 HEADERS = {"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "identity"}
 
 
@@ -61,6 +62,7 @@ class TransferClients:
         self._clients: dict[str | None, httpx.AsyncClient] = {}
         self._contexts: dict[str | None, ssl.SSLContext] = {}
         self.timeout = timeouts(config)
+        self._threads: trio.CapacityLimiter | None = None
         self._on_refused = on_refused
         self.get(None)  # made now: loading the CA store takes tens of ms, which the first read would wait for
 
@@ -74,6 +76,13 @@ class TransferClients:
                 **kwargs,
             )
         return self._clients[key]
+
+    def threads(self) -> trio.CapacityLimiter:
+        """Threads for downloads (download.py), apart from trio's default 40: every running download holds one for
+        its whole length, and a stalled one must not keep another from starting."""
+        if self._threads is None:
+            self._threads = trio.CapacityLimiter(DOWNLOAD_THREADS)
+        return self._threads
 
     def ssl_context(self, pin: str | None) -> ssl.SSLContext:
         """The TLS settings of `get(pin)`'s client, for a transfer made without httpx (download.py)."""
@@ -213,7 +222,7 @@ class HttpReadTransfer(ReadTransfer):
                           self._route.pin, self._clients.timeout.read, self._clients.timeout.connect,
                           list(HEADERS.items()), self.size, got, sink, self._what, self._learn_size)
             try:
-                await trio.to_thread.run_sync(fetch.run, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(fetch.run, abandon_on_cancel=True, limiter=self._clients.threads())
             except Stopped:
                 return
             except httpx.DecodingError as e:
