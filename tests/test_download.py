@@ -246,3 +246,42 @@ async def test_recent_bytes_keep_a_disk_error_for_the_spool(tmp_path):
         assert ring.error is not None and ring.error.errno == errno.EBADF and ring.end == 0
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------- through the mount
+def test_readers_through_a_tls_mount_get_every_byte_from_the_ring_and_the_spool(tmp_path):
+    """The real path: TLS to the host, pinned to the certificate vCenter reports. One reader streams a file
+    larger than the ring, a second one reads it backwards meanwhile (so bytes come from the ring and from the
+    spool file), a third opens it after the download ended (the content cache's copy): all get the guest's bytes."""
+    import random
+    import subprocess
+    import sys
+
+    from tests.helpers.mountfs import mount_guestfs
+
+    root = tmp_path / "vms"
+    (root / "vm1").mkdir(parents=True)
+    data = os.urandom(24 * 1024 * 1024 + 4321)
+    (root / "vm1/big").write_bytes(data)
+    with running_simulator(root, log_path=tmp_path / "sim.log", tls=True) as sim:
+        with mount_guestfs(sim, tmp_path, vcenter_config=f'ca_file = "{sim.ca_path}"\n') as gm:
+            backwards = subprocess.Popen(
+                [sys.executable, "-c",
+                 "import os, sys\n"
+                 "fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size; parts = []\n"
+                 "for off in range((size - 1) // 65536 * 65536, -1, -65536):\n"
+                 "    parts.append(os.pread(fd, 65536, off))\n"
+                 "sys.stdout.buffer.write(b''.join(reversed(parts)))\n", str(gm.vm / "big")],
+                stdout=subprocess.PIPE)
+            streamed = subprocess.run(["cat", gm.vm / "big"], capture_output=True, timeout=120)
+            out, _ = backwards.communicate(timeout=120)
+            assert streamed.returncode == 0 and streamed.stdout == data
+            assert backwards.returncode == 0 and out == data
+            rng = random.Random(18)
+            with open(gm.vm / "big", "rb") as f:
+                for _ in range(20):
+                    off = rng.randrange(len(data))
+                    f.seek(off)
+                    assert f.read(100_000) == data[off:off + 100_000], off
+            log = gm.log()
+    assert not [line for line in log.splitlines() if "download of" in line and "failed" in line], log[-2000:]
