@@ -14,7 +14,6 @@ file's), so the caller (transfer.py) maps them, and renews the URL, exactly as i
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 import threading
@@ -29,7 +28,8 @@ from guestfs_mount.vsphere.faults import ProtocolError, TransferError
 from guestfs_mount.vsphere.guestfiles import Sink, Stopped, put
 from guestfs_mount.vsphere.pinning import CertificateMismatch, ESXI_MISMATCH, fingerprint
 
-HEAD_READ = 64 << 10  # socket reads until the response head is parsed
+HEAD_READ = 64 << 10  # reads until the response head is parsed
+RAW_READ = 1 << 20  # socket reads of a TLS connection
 DECODED_ENCODINGS = ("gzip", "deflate")  # what is decoded (zlib); anything else is refused
 
 
@@ -50,7 +50,9 @@ class Fetch:
         self.status: int | None = None
         self.got = 0  # bytes of the body given to the sink (after `skip`)
         self._sock: socket.socket | None = None
-        self._tls = False
+        self._tls: ssl.SSLObject | None = None
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._raw = bytearray()
         self._lock = threading.Lock()
         self._stopped = False
 
@@ -81,12 +83,18 @@ class Fetch:
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+        with self._lock:
+            self._sock = sock
+            if self._stopped:
+                sock.close()
+                raise Stopped()
         try:
             if parts.scheme == "https":
-                sock = self.context.wrap_socket(sock, server_hostname=self.sni or host)
-                self._tls = True
+                self._tls = self.context.wrap_bio(self._incoming, self._outgoing, server_hostname=self.sni or host)
+                self._raw = bytearray(RAW_READ)
+                self._handshake()
                 if self.pin is not None:
-                    der = sock.getpeercert(binary_form=True)
+                    der = self._tls.getpeercert(binary_form=True)
                     got = fingerprint(der) if der else "(none)"
                     if got != self.pin:
                         mismatch = CertificateMismatch(ESXI_MISMATCH, f"{host}:{port}", got, self.pin)
@@ -95,10 +103,65 @@ class Fetch:
         except BaseException:
             sock.close()
             raise
-        with self._lock:
-            self._sock = sock
-            if self._stopped:
-                raise Stopped()
+
+    # TLS through memory BIOs: the socket is read a MiB at a time and OpenSSL decrypts from memory (an SSLSocket
+    # reads each 16 KiB record with two syscalls of its own); decryption, like the socket, runs without the GIL
+    def _handshake(self) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._fill():
+                    raise ConnectionResetError("the host closed the connection during the TLS handshake") from None
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._outgoing.pending:
+            self._sock.sendall(self._outgoing.read())
+
+    def _fill(self) -> bool:
+        """More encrypted bytes from the socket into OpenSSL's; False at the end of the stream."""
+        n = self._sock.recv_into(self._raw)
+        if not n:
+            self._incoming.write_eof()
+            return False
+        self._incoming.write(memoryview(self._raw)[:n])
+        return True
+
+    def _send(self, data: bytes) -> None:
+        if self._tls is None:
+            self._sock.sendall(data)
+            return
+        self._tls.write(data)
+        self._flush()
+
+    def _recv_into(self, view, n: int) -> int:
+        """Up to `n` bytes into `view`: what the next socket read brings (0: the end of the stream)."""
+        if self._tls is None:
+            return self._sock.recv_into(view, n)
+        got = 0
+        while got < n:
+            try:
+                m = self._tls.read(n - got, view[got:])
+            except ssl.SSLWantReadError:
+                if got:
+                    break  # all of this socket read is decrypted: hand it over rather than wait for more
+                if not self._fill():
+                    break
+                continue
+            except ssl.SSLZeroReturnError:  # close_notify
+                break
+            if not m:
+                break
+            got += m
+        self._flush()  # whatever OpenSSL has to say back (a key update)
+        return got
+
+    def _recv(self, n: int) -> bytes:
+        buffer = bytearray(n)
+        return bytes(buffer[:self._recv_into(memoryview(buffer), n)])
 
     def _exchange(self) -> None:
         parts = urlsplit(self.url)
@@ -108,7 +171,7 @@ class Fetch:
         conn = h11.Connection(h11.CLIENT)
         request = conn.send(h11.Request(method="GET", target=target, headers=[("Host", parts.netloc), *self.headers]))
         request += conn.send(h11.EndOfMessage())
-        self._sock.sendall(request)
+        self._send(request)
         self.phase = "response"
         try:
             response = self._head(conn)
@@ -141,16 +204,12 @@ class Fetch:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(self._sock.recv(HEAD_READ))
+                conn.receive_data(self._recv(HEAD_READ))
             elif isinstance(event, h11.Response):
                 return event
             elif isinstance(event, h11.ConnectionClosed):
                 raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
             # an InformationalResponse (100 Continue): the real one follows
-
-    def _readable(self) -> bool:
-        """Bytes can be received now without waiting (decrypted ones buffered, or more on the socket)."""
-        return bool(self._sock.pending()) or bool(select.select([self._sock], [], [], 0)[0])
 
     def _deliver(self, data) -> None:
         """Body bytes read some other way than straight into the sink: the skipped ones dropped, the rest copied."""
@@ -171,19 +230,12 @@ class Fetch:
         while left:
             if self.skip:
                 scratch = scratch or bytearray(min(self.skip, 1 << 20))
-                n = self._sock.recv_into(scratch, min(len(scratch), self.skip, left))
+                n = self._recv_into(memoryview(scratch), min(len(scratch), self.skip, left))
                 self.skip -= n
             else:
                 space = self.sink.buffer()
                 want = min(len(space), left)
-                n = self._sock.recv_into(space, want)
-                # TLS hands over one record (16 KiB) per receive: what is already there is taken before the sink
-                # hears of it, so it is told in pieces as large as plain TCP gives, never waiting for more
-                while 0 < n < want and self._tls and self._readable():
-                    more = self._sock.recv_into(space[n:], want - n)
-                    if not more:
-                        break
-                    n += more
+                n = self._recv_into(space, want)
                 if n:
                     self.got += n
                     self.sink.filled(n)
@@ -200,7 +252,7 @@ class Fetch:
             except h11.RemoteProtocolError as e:
                 raise httpx.RemoteProtocolError(str(e)) from e
             if event is h11.NEED_DATA:
-                conn.receive_data(self._sock.recv(1 << 20))
+                conn.receive_data(self._recv(1 << 20))
             elif isinstance(event, h11.Data):
                 self._deliver(decoder(event.data))
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
