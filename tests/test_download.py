@@ -285,3 +285,48 @@ def test_readers_through_a_tls_mount_get_every_byte_from_the_ring_and_the_spool(
                     assert f.read(100_000) == data[off:off + 100_000], off
             log = gm.log()
     assert not [line for line in log.splitlines() if "download of" in line and "failed" in line], log[-2000:]
+
+
+async def test_a_spool_is_whole_at_its_last_byte_and_then_reads_what_is_written(tmp_path):
+    """The download's thread may be joined a while after the last byte landed: the spool is complete at once (a
+    reader that closes then leaves its copy to the content cache), and a write made before the join is what reads
+    see, not the ring's older bytes."""
+    from guestfs_mount.fs.spool import Spool
+    from guestfs_mount.fs.status import LiveTransfers
+    from guestfs_mount.vsphere.guestfiles import ReadTransfer, put
+
+    data = os.urandom(3 << 20)
+    joined = trio.Event()
+
+    class Landed(ReadTransfer):
+        size, info = len(data), None
+
+        def chunks(self):
+            raise AssertionError("into() is used")
+
+        async def into(self, sink):
+            put(sink, data)
+            await joined.wait()  # the thread not joined yet
+
+        async def aclose(self):
+            pass
+
+    transfers = LiveTransfers()
+
+    async def opener():
+        return Landed(), transfers.start("vm1", "/f", "download", len(data))
+
+    spool = Spool(tmp_path / "spool", "vm1/f")
+    try:
+        async with trio.open_nursery() as nursery:
+            spool.start_download(nursery, opener)
+            with trio.fail_after(10):
+                await spool.wait_complete()
+            assert spool.downloading and spool.read(len(data) - 10, 10) == data[-10:]
+            spool.write(len(data) - 10, b"0123456789")
+            assert spool.read(len(data) - 10, 10) == b"0123456789"
+            joined.set()
+        assert spool.complete and spool.error is None and not spool.downloading and len(transfers) == 0
+        assert spool.read(0, 100) == data[:100]
+    finally:
+        spool.close()

@@ -125,8 +125,11 @@ class Spool:
                     live.advance(self.have)
                     if transfer.size is not None and self.have >= transfer.size and recent.error is None:
                         # the last byte landed: the file is whole now, not once the thread has been joined (a
-                        # reader that closes at once gives its copy to the content cache); nothing more may land
+                        # reader that closes at once gives its copy to the content cache); nothing more may land,
+                        # and reads come from the file, which writes may change from now on
                         recent.stop()
+                        if self.recent is recent:
+                            self.recent = None
                         self.complete = True
                     self._notify()
 
