@@ -2,7 +2,9 @@
 
 A `Spool` is created empty (or `adopt`s a whole copy the content cache hands back: complete, no download).
 `start_download` fills it from a guest GET in a background task (in the mount's
-nursery); readers wait only until their byte range is there (`wait_for`). A failed or short download fails every
+nursery) whose transfer receives on a thread of its own into a `RecentBytes` ring (readbuffer.py), which writes
+each piece into the file; readers wait only until their byte range is there (`wait_for`) and take it from the
+ring while it is still there, else from the file. A failed or short download fails every
 waiter with the error's errno; it never looks like a complete short file. `cancel` stops a download nobody waits
 for any more. Writes go straight into the file (after the download completed, or after a truncate to 0, which
 makes the spool complete without any download). The owner (an `OpenFile`) calls `close` to delete the file.

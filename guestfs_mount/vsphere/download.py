@@ -30,7 +30,7 @@ from guestfs_mount.vsphere.pinning import CertificateMismatch, ESXI_MISMATCH, fi
 
 HEAD_READ = 64 << 10  # reads until the response head is parsed
 RAW_READ = 1 << 20  # socket reads of a TLS connection
-DECODED_ENCODINGS = ("gzip", "deflate")  # what is decoded (zlib); anything else is refused
+DECODED_ENCODINGS = ("gzip", "deflate")  # what is decoded (here by zlib, in chunks() by httpx); others are refused
 
 
 class Fetch:

@@ -7,7 +7,9 @@ does: ESXi does not like kept-alive transfer sockets). Where each goes and what 
 pinned route accepts exactly the certificate vCenter reports for the host (its SHA-256, pinning.py: checked right
 after the TLS handshake and before any HTTP byte is sent; dates are not checked), any other is verified like the API
 connection. GETs ask for `Accept-Encoding: identity`; a gzip or deflate body that comes anyway is decoded, any
-other encoding refused.
+other encoding refused. A GET is read either by `chunks()` (httpx, on the event loop: prefetch, `check`, and any
+transfer through a proxy) or by `into(sink)` (download.py, on a thread of its own: the spool's downloads), with
+the same checks, renewal and errors.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import httpcore
 import httpx
 import trio
 
-from guestfs_mount.vsphere.download import Fetch
+from guestfs_mount.vsphere.download import DECODED_ENCODINGS, Fetch
 from guestfs_mount.vsphere.faults import ConnectionFailed, ProtocolError, TransferError, VSphereError
 from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer, Sink, Stopped
 from guestfs_mount.vsphere.hosts import Route
@@ -40,7 +42,6 @@ CHUNK = 4 << 20  # bytes read from a local file per PUT chunk (each read is a ho
 # every HTTP/1.1 connection of the process, which are all ours.
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
 NewRoute = Callable[[], Awaitable[Route]]
-DECODED_ENCODINGS = ("gzip", "deflate")  # what httpx decodes without extra packages
 LIMITS = httpx.Limits(max_keepalive_connections=0)
 DOWNLOAD_THREADS = 256  # downloads at once on threads of their own (as many as the FUSE loop runs handlers)
 HEADERS = {"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "identity"}
