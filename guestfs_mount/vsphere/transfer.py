@@ -7,14 +7,19 @@ does: ESXi does not like kept-alive transfer sockets). Where each goes and what 
 pinned route accepts exactly the certificate vCenter reports for the host (its SHA-256, pinning.py: checked right
 after the TLS handshake and before any HTTP byte is sent; dates are not checked), any other is verified like the API
 connection. GETs ask for `Accept-Encoding: identity`; a gzip or deflate body that comes anyway is decoded, any
-other encoding refused.
+other encoding refused. A PUT's body goes from the local file to the socket in one worker thread (upload.py:
+sendfile, or large TLS writes), with the TLS context and pin the route's httpx client would use; through httpx only
+when the environment names a proxy for the URL.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
+import ssl
+import urllib.request
 from typing import AsyncIterator, Awaitable, Callable
 
 import httpcore
@@ -26,11 +31,12 @@ from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
 from guestfs_mount.vsphere.hosts import Route
 from guestfs_mount.vsphere.http import USER_AGENT, connection_error, root_cause, timeouts, tls_verify
 from guestfs_mount.vsphere.model import GuestFileInfo
-from guestfs_mount.vsphere.pinning import CertificateMismatch, PinnedTransport
+from guestfs_mount.vsphere.pinning import CertificateMismatch, PinnedTransport, unverified_context
+from guestfs_mount.vsphere import upload
 
 log = logging.getLogger(__name__)
 
-CHUNK = 4 << 20  # bytes read from a local file per PUT chunk (each read is a hop to a worker thread)
+CHUNK = 4 << 20  # bytes read from a local file per PUT chunk through httpx (each read is a hop to a worker thread)
 
 # httpcore reads a socket 64 KiB at a time and its cost per read, in Python, capped a streamed GET near 270 MiB/s
 # on the benchmark machine; 1 MiB reads gave 1.2 GiB/s (docs/performance.md). A class attribute: it applies to
@@ -39,6 +45,13 @@ httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
 NewRoute = Callable[[], Awaitable[Route]]
 DECODED_ENCODINGS = ("gzip", "deflate")  # what httpx decodes without extra packages
 LIMITS = httpx.Limits(max_keepalive_connections=0)
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends this URL through a proxy (httpx's clients honour HTTPS_PROXY and the like)."""
+    proxies = urllib.request.getproxies()
+    parts = httpx.URL(url)
+    return bool(proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.host)
 
 
 def _describe(url: str) -> str:
@@ -55,6 +68,7 @@ class TransferClients:
         self._config = config
         self._default_verify = tls_verify(config) if not config.insecure else False
         self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._contexts: dict[str | None, ssl.SSLContext] = {}
         self._on_refused = on_refused
         self.get(None)  # made now: loading the CA store takes tens of ms, which the first read would wait for
 
@@ -68,6 +82,35 @@ class TransferClients:
                 **kwargs,
             )
         return self._clients[key]
+
+    def ssl_context(self, route: Route) -> ssl.SSLContext | None:
+        """The TLS context the route's httpx client uses (None: plain http), for connections of our own."""
+        if httpx.URL(route.url).scheme != "https":
+            return None
+        key = None if self._config.insecure else route.pin
+        if key not in self._contexts:
+            self._contexts[key] = unverified_context() if key else httpx.create_ssl_context(verify=self._default_verify)
+        return self._contexts[key]
+
+    async def put(self, route: Route, source, size: int, progress, what: str) -> int:
+        """PUT `size` bytes of `source` (a path, or a binary file with a descriptor) with that Content-Length;
+        the answer's status. Transport failures raise httpx's exceptions (see `failure`)."""
+        headers = [("User-Agent", USER_AGENT), ("Connection", "close"), ("Content-Type", "application/octet-stream")]
+        if _proxied(route.url):
+            client, request = self.request(route, "PUT", content=_file_chunks(source, size, progress, what),
+                                           headers={"Content-Length": str(size),
+                                                    "Content-Type": "application/octet-stream"})
+            response = await client.send(request)
+            return response.status_code
+        own = isinstance(source, (str, os.PathLike))
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC) if own else os.dup(source.fileno())
+        try:
+            return await upload.put(route.url, fd, size, headers, ssl_context=self.ssl_context(route), sni=route.sni,
+                                    pin=None if self._config.insecure else route.pin,
+                                    connect_timeout=self._config.connect_timeout, timeout=self._config.timeout,
+                                    progress=progress, what=what)
+        finally:
+            os.close(fd)
 
     def request(self, route: Route, method: str, **kwargs) -> tuple[httpx.AsyncClient, httpx.Request]:
         client = self.get(route.pin)
@@ -218,19 +261,16 @@ async def put_file(clients: TransferClients, route: Route, new_route: NewRoute, 
                    what: str) -> None:
     """PUT `size` bytes with that exact Content-Length (never chunked); one new URL and one more try on failure."""
     for attempt in (0, 1):
-        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
-        client, request = clients.request(route, "PUT", content=_file_chunks(source, size, progress, what),
-                                          headers=headers)
         try:
-            response = await client.send(request)
+            status = await clients.put(route, source, size, progress, what)
         except httpx.HTTPError as e:
             cause = clients.failure(e, "connection", route)
             error: VSphereError = TransferError(f"upload of {what}: {cause}",
                                                 errno=errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else None)
         else:
-            if response.status_code in (200, 201, 204):
+            if status in (200, 201, 204):
                 return
-            error = TransferError(f"upload of {what}: HTTP {response.status_code} from {_describe(route.url)}")
+            error = TransferError(f"upload of {what}: HTTP {status} from {_describe(route.url)}")
         if attempt == 0:
             log.info("%s; asking for a new transfer URL", error)
             route = await new_route()
