@@ -126,7 +126,7 @@ def test_leftover_cache_of_a_dead_process_goes_and_unsaved_spools_are_kept(tmp_p
 def _settings(tmp_path, cache: str, vcenter: str = ""):
     import argparse
 
-    from guestfs_mount import cli
+    from guestfs_mount.cli import mount as cli
     from guestfs_mount.config import load
 
     path = tmp_path / "config.toml"

@@ -171,11 +171,12 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             filled = await self.attrfill.record(path)
             if filled is not None:
                 return filled
-        return await self._fetch_record(path)
+        return await self._fetch_record(path, complete)
 
-    async def _fetch_record(self, path: str) -> GuestFileInfo:
+    async def _fetch_record(self, path: str, complete: bool = True) -> GuestFileInfo:
         """The guest's record of `path` (one stat), cached unless this mount changed the path meanwhile; a path
-        that does not exist is cached as such. FUSEError when the stat fails."""
+        that does not exist is cached as such. FUSEError when the stat fails. `complete`: when this mount changed
+        the path meanwhile, its own record answers only if it is complete (else the guest's does)."""
         target = await self.vms.target(path)
         mark = self.cache.mark()
         try:

@@ -2,7 +2,7 @@
 `tar c`, `grep -r`, `rsync` from the mount, `find -exec cat`), the next small files of that directory are fetched
 into the content cache (contentcache.py) side by side, so the reads that follow find them there.
 
-A scan is one reader in one directory; a reader is the parent of the process that opens (`find -exec cat {} \;`
+A scan is one reader in one directory; a reader is the parent of the process that opens (`find -exec cat {} \\;`
 runs a new `cat` for each file, a multi-threaded reader opens from several threads), or that process when its
 parent cannot be read. It is recognised when the reader opens two files that are next to each other in the
 directory's listing, in the listing's order (cp, tar, grep, find) or in name order (rsync); from then on each open
