@@ -5,6 +5,7 @@ and a cancelled upload that cuts its connection."""
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
 import time
@@ -62,6 +63,17 @@ async def test_a_put_over_tls_trusts_what_the_route_trusts(tmp_path):
                 await client.upload(vm, CREDS, "/tls", open(src, "rb"), size, progress=progress.append)
         assert (root / "alpha/tls").read_bytes() == src.read_bytes()
         assert progress[-1] == size
+
+
+async def test_an_in_memory_source_goes_through_httpx(sim, monkeypatch):
+    """A file object with no descriptor (`check --write` uploads a BytesIO) has nothing to sendfile from."""
+    data = os.urandom(3 * MiB + 5)
+    calls = []
+    monkeypatch.setattr(os, "sendfile", lambda *args: calls.append(args))
+    async with open_client(config_for(sim, "vi-json")) as client:
+        vm = await vm_id(client)
+        await client.upload(vm, CREDS, "/mem", io.BytesIO(data), len(data))
+    assert (sim.root / "alpha/mem").read_bytes() == data and not calls
 
 
 async def test_a_source_shorter_than_announced_is_an_error_never_a_short_put(sim, tmp_path):

@@ -9,7 +9,7 @@ after the TLS handshake and before any HTTP byte is sent; dates are not checked)
 connection. GETs ask for `Accept-Encoding: identity`; a gzip or deflate body that comes anyway is decoded, any
 other encoding refused. A PUT's body goes from the local file to the socket in one worker thread (upload.py:
 sendfile, or large TLS writes), with the TLS context and pin the route's httpx client would use; through httpx only
-when the environment names a proxy for the URL.
+when the environment names a proxy for the URL, or for a source with no file descriptor (a BytesIO).
 """
 
 from __future__ import annotations
@@ -54,6 +54,14 @@ def _proxied(url: str) -> bool:
     return bool(proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.host)
 
 
+def _descriptor(source) -> int | None:
+    """The file descriptor behind a file object, or None (an in-memory file has none)."""
+    try:
+        return source.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return None
+
+
 def _describe(url: str) -> str:
     """A transfer URL fit for a log line or an error: no token."""
     parts = httpx.URL(url)
@@ -96,14 +104,15 @@ class TransferClients:
         """PUT `size` bytes of `source` (a path, or a binary file with a descriptor) with that Content-Length;
         the answer's status. Transport failures raise httpx's exceptions (see `failure`)."""
         headers = [("User-Agent", USER_AGENT), ("Connection", "close"), ("Content-Type", "application/octet-stream")]
-        if _proxied(route.url):
+        own = isinstance(source, (str, os.PathLike))
+        if _proxied(route.url) or not (own or _descriptor(source) is not None):
+            # through a proxy, or from memory (`check --write` sends a BytesIO): httpx, reading in a worker thread
             client, request = self.request(route, "PUT", content=_file_chunks(source, size, progress, what),
                                            headers={"Content-Length": str(size),
                                                     "Content-Type": "application/octet-stream"})
             response = await client.send(request)
             return response.status_code
-        own = isinstance(source, (str, os.PathLike))
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC) if own else os.dup(source.fileno())
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC) if own else os.dup(_descriptor(source))
         try:
             return await upload.put(route.url, fd, size, headers, ssl_context=self.ssl_context(route), sni=route.sni,
                                     pin=None if self._config.insecure else route.pin,

@@ -71,7 +71,8 @@ async def put(url: str, fd: int, size: int, headers: list[tuple[str, str]], *, s
 
     def report(sent: int) -> None:
         if progress is not None:
-            token.run_sync_soon(progress, sent)  # fire and forget: the sender never waits for the loop
+            with contextlib.suppress(trio.RunFinishedError):  # fire and forget: the sender never waits for the loop
+                token.run_sync_soon(progress, sent)
 
     cut = _Cut()
     sender = _Sender(url, fd, size, headers, ssl_context, sni, pin, connect_timeout, timeout, report, cut, what)
