@@ -2,9 +2,9 @@
 `thumbprint` do: the handshake verifies neither chain, name nor dates (a self-signed or expired lab certificate
 works), and the fingerprint comparison, right after the handshake and before any HTTP byte is sent, decides.
 
-Python's ssl has no verify callback, hence the check in httpcore's network backend. Two users: transfers to an ESXi
-host pinned to the certificate vCenter reports for it (transfer.py), and the API connection to vCenter itself
-when `[vcenter] thumbprint` is set (http.py).
+Python's ssl has no verify callback, hence the check in httpcore's network backend (and after the handshake of an
+upload's own connection, upload.py). Two users: transfers to an ESXi host pinned to the certificate vCenter reports
+for it (transfer.py), and the API connection to vCenter itself when `[vcenter] thumbprint` is set (http.py).
 """
 
 from __future__ import annotations

@@ -9,13 +9,16 @@ after the TLS handshake and before any HTTP byte is sent; dates are not checked)
 connection. GETs ask for `Accept-Encoding: identity`; a gzip or deflate body that comes anyway is decoded, any
 other encoding refused. A GET is read either by `chunks()` (httpx, on the event loop: prefetch, `check`, and any
 transfer through a proxy) or by `into(sink)` (download.py, on a thread of its own: the spool's downloads), with
-the same checks, renewal and errors.
+the same checks, renewal and errors. A PUT's body goes from the local file to the socket in one worker thread
+(upload.py: sendfile, or large TLS writes), with the TLS context and pin the route's httpx client would use;
+through httpx only when the environment names a proxy for the URL, or for a source with no file descriptor.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import ssl
 import urllib.request
@@ -25,6 +28,7 @@ import httpcore
 import httpx
 import trio
 
+from guestfs_mount.vsphere import upload
 from guestfs_mount.vsphere.download import DECODED_ENCODINGS, Fetch
 from guestfs_mount.vsphere.faults import ConnectionFailed, ProtocolError, TransferError, VSphereError
 from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer, Sink, Stopped
@@ -35,7 +39,7 @@ from guestfs_mount.vsphere.pinning import CertificateMismatch, PinnedTransport, 
 
 log = logging.getLogger(__name__)
 
-CHUNK = 4 << 20  # bytes read from a local file per PUT chunk (each read is a hop to a worker thread)
+CHUNK = 4 << 20  # bytes read from a local file per PUT chunk through httpx (each read is a hop to a worker thread)
 
 # httpcore reads a socket 64 KiB at a time and its cost per read, in Python, capped a streamed GET near 270 MiB/s
 # on the benchmark machine; 1 MiB reads gave 1.2 GiB/s (docs/performance.md). A class attribute: it applies to
@@ -45,6 +49,21 @@ NewRoute = Callable[[], Awaitable[Route]]
 LIMITS = httpx.Limits(max_keepalive_connections=0)
 DOWNLOAD_THREADS = 256  # downloads at once on threads of their own (as many as the FUSE loop runs handlers)
 HEADERS = {"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "identity"}
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends this URL through a proxy (httpx's clients honour HTTPS_PROXY and the like)."""
+    proxies = urllib.request.getproxies()
+    parts = httpx.URL(url)
+    return bool(proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.host)
+
+
+def _descriptor(source) -> int | None:
+    """The file descriptor behind a file object, or None (an in-memory file has none)."""
+    try:
+        return source.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return None
 
 
 def _describe(url: str) -> str:
@@ -86,11 +105,33 @@ class TransferClients:
         return self._threads
 
     def ssl_context(self, pin: str | None) -> ssl.SSLContext:
-        """The TLS settings of `get(pin)`'s client, for a transfer made without httpx (download.py)."""
+        """The TLS settings of `get(pin)`'s client, for a transfer made without httpx (download.py, upload.py)."""
         key = None if self._config.insecure else pin
         if key not in self._contexts:
             self._contexts[key] = pinned_context() if key else httpx.create_ssl_context(verify=self._default_verify)
         return self._contexts[key]
+
+    async def put(self, route: Route, source, size: int, progress, what: str) -> int:
+        """PUT `size` bytes of `source` (a path, or a binary file with a descriptor) with that Content-Length;
+        the answer's status. Transport failures raise httpx's exceptions (see `failure`)."""
+        headers = [("User-Agent", USER_AGENT), ("Connection", "close"), ("Content-Type", "application/octet-stream")]
+        own = isinstance(source, (str, os.PathLike))
+        if _proxied(route.url) or not (own or _descriptor(source) is not None):
+            # through a proxy, or from memory (`check --write` sends a BytesIO): httpx, reading in a worker thread
+            client, request = self.request(route, "PUT", content=_file_chunks(source, size, progress, what),
+                                           headers={"Content-Length": str(size),
+                                                    "Content-Type": "application/octet-stream"})
+            response = await client.send(request)
+            return response.status_code
+        tls = self.ssl_context(route.pin) if httpx.URL(route.url).scheme == "https" else None
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC) if own else os.dup(_descriptor(source))
+        try:
+            return await upload.put(route.url, fd, size, headers, ssl_context=tls, sni=route.sni,
+                                    pin=None if self._config.insecure else route.pin,
+                                    connect_timeout=self._config.connect_timeout, timeout=self._config.timeout,
+                                    progress=progress, what=what)
+        finally:
+            os.close(fd)
 
     def request(self, route: Route, method: str, **kwargs) -> tuple[httpx.AsyncClient, httpx.Request]:
         client = self.get(route.pin)
@@ -242,6 +283,7 @@ class HttpReadTransfer(ReadTransfer):
                 got += fetch.got
                 if self.size is None:
                     self.size = fetch.size
+            log.debug("GET %s (%s): HTTP %s, %d bytes", _describe(self._route.url), self._what, fetch.status, fetch.got)
             if error is None:
                 if fetch.status != 200:
                     error = TransferError(f"download of {self._what}: HTTP {fetch.status} from "
@@ -299,19 +341,17 @@ async def put_file(clients: TransferClients, route: Route, new_route: NewRoute, 
                    what: str) -> None:
     """PUT `size` bytes with that exact Content-Length (never chunked); one new URL and one more try on failure."""
     for attempt in (0, 1):
-        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
-        client, request = clients.request(route, "PUT", content=_file_chunks(source, size, progress, what),
-                                          headers=headers)
         try:
-            response = await client.send(request)
+            status = await clients.put(route, source, size, progress, what)
         except httpx.HTTPError as e:
             cause = clients.failure(e, "connection", route)
             error: VSphereError = TransferError(f"upload of {what}: {cause}",
                                                 errno=errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else None)
         else:
-            if response.status_code in (200, 201, 204):
+            log.debug("PUT %s (%s): HTTP %s, %d bytes", _describe(route.url), what, status, size)
+            if status in (200, 201, 204):
                 return
-            error = TransferError(f"upload of {what}: HTTP {response.status_code} from {_describe(route.url)}")
+            error = TransferError(f"upload of {what}: HTTP {status} from {_describe(route.url)}")
         if attempt == 0:
             log.info("%s; asking for a new transfer URL", error)
             route = await new_route()
