@@ -1,5 +1,6 @@
 """`python -m benchmarks [--suite throughput|latency] [--quick] [--json FILE] [--latency-ms 0,50]
-[--api vi-json,soap,rest] [--guest parallel,serial] [--write-back off,on] [--rsync-files N] [--only NAME ...]`"""
+[--api vi-json,soap,rest] [--guest parallel,serial] [--transport plain,tls | --tls] [--write-back off,on]
+[--rsync-files N] [--only NAME ...]`"""
 
 from __future__ import annotations
 
@@ -57,6 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "it): each a run of its own")
     parser.add_argument("--rsync-files", type=int, metavar="N", help="files rsync copies (rsync, rsync_in; default "
                         "1,000, --quick 200)")
+    parser.add_argument("--transport", metavar="T,T", default="plain",
+                        help="plain (http, the default) and/or tls (the simulator with --tls, its CA in the mount's "
+                             "ca_file; the raw side on the same cipher): the real transfer path is HTTPS to ESXi")
+    parser.add_argument("--tls", dest="transport", action="store_const", const="plain,tls",
+                        help="short for --transport plain,tls: every run also over TLS, in columns beside the plain")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(ALL_CASES),
                         help=f"run only these cases ({', '.join(ALL_CASES)})")
     parser.add_argument("--workdir", metavar="DIR", help="parent of the temp dir for big files (default: the system "
@@ -84,6 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for guest in args.guests:
         if guest not in GUESTS:
             parser.error(f"--guest: unknown guest {guest!r} (parallel, serial)")
+    args.transports = args.transport.split(",")
+    for transport in args.transports:
+        if transport not in ("plain", "tls"):
+            parser.error(f"--transport: unknown transport {transport!r} (plain, tls)")
     args.cases = args.only or suite["cases"]
     args.write_backs = [w == "on" for w in args.write_back.split(",")]
     if not set(args.write_back.split(",")) <= {"on", "off"}:
@@ -100,16 +110,17 @@ def sizes_for(args: argparse.Namespace):
 
 
 def run_cases(args, sim, data: Dataset, sizes, workdir: Path, api: str, latency: int, guest_kind: str,
-              write_back: bool = False) -> dict:
+              transport: str = "plain", write_back: bool = False) -> dict:
     """One mount of the product on `sim`, every chosen case on it; the run's figures (and errors)."""
-    name = f"{api}-{latency}ms-{guest_kind}" + ("-write-back" if write_back else "")
+    name = (f"{api}-{latency}ms-{guest_kind}" + ("-tls" if transport == "tls" else "")
+            + ("-write-back" if write_back else ""))
     run_dir = f"run-{name}"
     (sim.root / "vm1" / run_dir).mkdir(parents=True, exist_ok=True)
     stock(data, sizes, run_dir, args.cases)
     latency_stock(data, sizes, run_dir, args.cases)
     figures: dict = {}
     errors: dict = {}
-    print(f"== {api}, latency {latency} ms, {guest_kind} guest" + (", write_back" if write_back else ""),
+    print(f"== {api}, latency {latency} ms, {guest_kind} guest, {transport}" + (", write_back" if write_back else ""),
           file=sys.stderr, flush=True)
     with mount(sim, workdir, name, api, args.product, guest_calls=args.guest_calls, write_back=write_back) as m, \
             contextlib.closing(raw.RawGuest(sim, api)) as guest:
@@ -125,9 +136,11 @@ def run_cases(args, sim, data: Dataset, sizes, workdir: Path, api: str, latency:
                 continue
             figures.update(got)
             print(f"   {case}: {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
-    run = {"latency_ms": latency, "api": api, "guest": guest_kind, "figures": figures}
+    run = {"latency_ms": latency, "api": api, "guest": guest_kind, "transport": transport, "figures": figures}
     if write_back:
         run["write_back"] = True
+    if guest.tls_cipher:
+        run["tls"] = f"{guest.tls_version} {guest.tls_cipher}"
     if errors:
         run["errors"] = errors
     return run
@@ -158,18 +171,19 @@ def main(argv=None) -> int:
         data = Dataset(workdir, root)
         for latency in args.latencies:
             for guest_kind in args.guests:
-                sim_log = workdir / f"sim-{latency}ms-{guest_kind}.log"
-                with simulator(root, sim_log, latency, guest_kind) as sim:
-                    for api in args.apis:
-                        for write_back in args.write_backs:
-                            runs.append(run_cases(args, sim, data, sizes, workdir, api, latency, guest_kind,
-                                                  write_back))
+                for transport in args.transports:
+                    sim_log = workdir / f"sim-{latency}ms-{guest_kind}-{transport}.log"
+                    with simulator(root, sim_log, latency, guest_kind, tls=transport == "tls") as sim:
+                        for api in args.apis:
+                            for write_back in args.write_backs:
+                                runs.append(run_cases(args, sim, data, sizes, workdir, api, latency, guest_kind,
+                                                      transport, write_back))
                             failed = failed or "errors" in runs[-1]
     finally:
         machine["loadavg_end"] = report._read("/proc/loadavg").split()[:3]
         machine["elapsed_s"] = round(time.monotonic() - started, 1)
         options = {"suite": args.suite, "quick": args.quick, "latencies_ms": args.latencies, "apis": args.apis,
-                   "guests": args.guests, "cases": args.cases, "sizes": asdict(sizes),
+                   "guests": args.guests, "transports": args.transports, "cases": args.cases, "sizes": asdict(sizes),
                    "max_guest_calls_per_vm": args.guest_calls, "write_back": args.write_back}
         try:
             doc = report.document(runs, machine, options)

@@ -1,6 +1,7 @@
 """The physical limit: transfers with no mount in between. A logged-in session initiates a transfer by a direct
 API call in the run's dialect (as the mount's client does; SOAP by literal envelopes), then the transfer URL is streamed by httpx (1 MiB
-chunks) or curl."""
+chunks) or curl. Over TLS (a simulator started with --tls) both trust the simulator's CA, and curl is held to the
+cipher httpx negotiated (OpenSSL's defaults, as the mount's): the raw side pays for the same encryption."""
 
 from __future__ import annotations
 
@@ -33,11 +34,13 @@ class RawGuest:
     def __init__(self, sim: Simulator, api: str):
         self.sim = sim
         self.api = api
-        self.http = httpx.Client(base_url=sim.url, timeout=120)
+        verify = sim.verify
+        self.http = httpx.Client(base_url=sim.url, timeout=120, verify=verify)
         # transfers: a fresh connection each, as the mount's client does (ESXi does not like kept-alive transfer
         # sockets); one client for all, since making one costs ~40 ms (it loads the CA bundle)
-        self.transfers = httpx.Client(timeout=120, headers={"Connection": "close"},
+        self.transfers = httpx.Client(timeout=120, headers={"Connection": "close"}, verify=verify,
                                       limits=httpx.Limits(max_keepalive_connections=0))
+        self.tls_version, self.tls_cipher = self._negotiated() if sim.ca_path else (None, None)
         if api == "soap":
             r = self._soap("SessionManager", "SessionManager", "Login",
                            "<userName>administrator@vsphere.local</userName><password>vmware</password>")
@@ -60,6 +63,19 @@ class RawGuest:
             r = self.http.get("/api/vcenter/vm", params={"names": VM})
             r.raise_for_status()
             self.vm_id = r.json()[0]["vm"]
+
+    def _negotiated(self) -> tuple[str, str]:
+        """The TLS version and cipher an OpenSSL client with default settings gets from the simulator."""
+        with self.http.stream("GET", "/_sim/stats") as r:
+            tls = r.extensions["network_stream"].get_extra_info("ssl_object")
+            return tls.version(), tls.cipher()[0]
+
+    def curl_args(self) -> list[str]:
+        """curl's options for this simulator: over TLS its CA, and the cipher httpx (and the mount) negotiate."""
+        if not self.sim.ca_path:
+            return []
+        cipher = ["--tls13-ciphers" if self.tls_version == "TLSv1.3" else "--ciphers", self.tls_cipher]
+        return ["--cacert", self.sim.ca_path, *cipher]
 
     def _soap(self, mo_type: str, mo_id: str, method: str, params: str) -> httpx.Response:
         """A SOAP call with its parameters as XML (the simulator's fixed vCenter ids, as for VI/JSON below)."""
@@ -169,8 +185,8 @@ def get_curl_start(guest: RawGuest, guest_path: str) -> tuple[subprocess.Popen, 
     """Initiate, then start `curl -o /dev/null URL` (returns the process and the start time, initiate included)."""
     start = time.perf_counter()
     url = guest.download_url(guest_path)
-    proc = subprocess.Popen(["curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download} %{time_starttransfer}",
-                             url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(["curl", "-sS", "--fail", *guest.curl_args(), "-o", "/dev/null",
+                             "-w", "%{size_download} %{time_starttransfer}", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     return proc, start
 
 
@@ -207,7 +223,7 @@ def put_httpx(guest: RawGuest, source: Path, guest_path: str) -> dict:
 def put_curl_start(guest: RawGuest, source: Path, guest_path: str) -> tuple[subprocess.Popen, float]:
     start = time.perf_counter()
     url = guest.upload_url(guest_path, source.stat().st_size)
-    proc = subprocess.Popen(["curl", "-sS", "--fail", "-T", str(source), "-o", "/dev/null",
+    proc = subprocess.Popen(["curl", "-sS", "--fail", *guest.curl_args(), "-T", str(source), "-o", "/dev/null",
                              "-w", "%{size_upload} %{time_total}", url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     return proc, start

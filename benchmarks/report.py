@@ -162,9 +162,15 @@ def _rows(doc: dict) -> list[list[str]]:
 
 
 def label(run: dict) -> str:
-    """A run's column: dialect, latency, the simulated guest when it is the serial one, "wb" with write_back."""
+    """A run's column: dialect, latency, the simulated guest when it is the serial one, tls over TLS, "wb" with
+    write_back."""
     guest = " serial" if run.get("guest") == "serial" else ""
-    return f"{run['api']} {run['latency_ms']}ms{guest}" + (" wb" if run.get("write_back") else "")
+    tls = " tls" if run.get("transport") == "tls" else ""
+    return f"{run['api']} {run['latency_ms']}ms{guest}{tls}" + (" wb" if run.get("write_back") else "")
+
+
+def _ciphers(doc: dict) -> list[str]:
+    return [f"{label(run)}: {run['tls']}" for run in doc["runs"] if run.get("tls")]
 
 
 def _by_method(doc: dict) -> list[str]:
@@ -183,7 +189,9 @@ def table(doc: dict) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     extra = ["  " + line for line in _by_method(doc)]
     errors = [f"  {label(r)} {case}: {e}" for r in doc["runs"] for case, e in r.get("errors", {}).items()]
-    return "\n".join(lines + (["", "calls by method:"] + extra if extra else []) + (["", "errors:"] + errors if errors else []))
+    tls = ["  " + line for line in _ciphers(doc)]
+    return "\n".join(lines + (["", "calls by method:"] + extra if extra else []) + (["", "TLS:"] + tls if tls else [])
+                     + (["", "errors:"] + errors if errors else []))
 
 
 def markdown(doc: dict) -> str:
@@ -194,6 +202,9 @@ def markdown(doc: dict) -> str:
     out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     out += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |" for row in rows[1:]]
     out += ["", "Guest calls by method:", ""] + [f"- {line}" for line in _by_method(doc)]
+    if _ciphers(doc):
+        out += ["", "TLS (negotiated by the raw side; the mount uses the same OpenSSL defaults):", ""]
+        out += [f"- {line}" for line in _ciphers(doc)]
     m = doc["machine"]
     out += ["", "Machine: " + "; ".join(f"{k} {v}" for k, v in m.items() if k not in ("workdir", "product")) + "."]
     return "\n".join(out) + "\n"

@@ -21,12 +21,12 @@ __all__ = ["REPO", "VM", "GUESTS", "Simulator", "GuestMount", "simulator", "moun
 
 
 @contextlib.contextmanager
-def simulator(root: Path, log_path: Path, latency_ms: int, guest: str = "parallel",
+def simulator(root: Path, log_path: Path, latency_ms: int, guest: str = "parallel", tls: bool = False,
               timeout: float = 30) -> Iterator[Simulator]:
-    """`python -m guestfs_mount.sim --root ROOT --latency-ms N [--serial-guest-ops]` (transfers get the same
-    latency: first byte of a GET, answer to a PUT)."""
+    """`python -m guestfs_mount.sim --root ROOT --latency-ms N [--serial-guest-ops] [--tls]` (transfers get the
+    same latency: first byte of a GET, answer to a PUT)."""
     extra = ("--serial-guest-ops",) if guest == "serial" else ()
-    with running_simulator(root, log_path=log_path, latency_ms=latency_ms, extra_args=extra,
+    with running_simulator(root, log_path=log_path, latency_ms=latency_ms, extra_args=extra, tls=tls,
                            timeout=timeout) as sim:
         yield sim
 
@@ -35,8 +35,11 @@ def simulator(root: Path, log_path: Path, latency_ms: int, guest: str = "paralle
 def mount(sim: Simulator, workdir: Path, name: str, api: str, product: Path = REPO, timeout: float = 60,
           guest_calls: int | None = None, write_back: bool = False) -> Iterator[GuestMount]:
     """The product's mount of `sim` with its default settings (no [cache] table; `guest_calls`: [vcenter]
-    max_guest_calls_per_vm; `write_back`: [mount] write_back = true), in workdir/mount-NAME; always unmounted."""
+    max_guest_calls_per_vm; `write_back`: [mount] write_back = true), in workdir/mount-NAME; always unmounted. A
+    TLS simulator's CA is the config's ca_file: the mount verifies it as it would a real vCenter's."""
     vcenter = f"max_guest_calls_per_vm = {guest_calls}\n" if guest_calls else ""
+    if sim.ca_path:
+        vcenter += f'ca_file = "{sim.ca_path}"\n'
     with mount_guestfs(sim, workdir / f"mount-{name}", api, attr_ttl=None, dir_ttl=None, vm_list_ttl=None,
                        product=product, timeout=timeout, vcenter_config=vcenter,
                        mount_config="write_back = true\n" if write_back else "") as m:

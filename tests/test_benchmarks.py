@@ -70,3 +70,22 @@ def test_rsync_into_the_guest_with_write_back_until_sync(tmp_path):
     # initiate + PUT per file; the rest per directory
     assert figures["rsync_in_calls_by_method"]["InitiateFileTransferToGuest"] == 20
     assert "MoveFileInGuest" not in figures["rsync_in_calls_by_method"]
+
+
+def test_quick_write_over_tls_reports_cpu_apart(tmp_path):
+    """--transport tls: the simulator serves TLS, the mount verifies it by ca_file, the raw side uses the same
+    cipher; CPU per GiB comes as user and system apart, for the mount and the simulator."""
+    out = tmp_path / "tls.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "write", "--transport", "tls",
+                           "--json", str(out), "--workdir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "vi-json 0ms tls" in done.stdout and "TLS_" in done.stdout
+    [run] = json.loads(out.read_text())["runs"]
+    assert run["transport"] == "tls" and run["tls"].startswith("TLSv1.")
+    figures = run["figures"]
+    assert figures["write_ratio"] > 0 and figures["raw_write_curl_mib_s"] > 0
+    for who in ("mount_write", "sim_write", "sim_raw_write"):
+        user, system = figures[f"{who}_user_s_per_gib"], figures[f"{who}_sys_s_per_gib"]
+        assert user >= 0 and system >= 0 and figures[f"{who}_cpu_s_per_gib"] == round(user + system, 2), who
+    assert figures["mount_write_cpu_s_per_gib"] > 0

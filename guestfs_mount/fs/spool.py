@@ -2,7 +2,9 @@
 
 A `Spool` is created empty (or `adopt`s a whole copy the content cache hands back: complete, no download).
 `start_download` fills it from a guest GET in a background task (in the mount's
-nursery); readers wait only until their byte range is there (`wait_for`). A failed or short download fails every
+nursery) whose transfer receives on a thread of its own into a `RecentBytes` ring (readbuffer.py), which writes
+each piece into the file; readers wait only until their byte range is there (`wait_for`) and take it from the
+ring while it is still there, else from the file. A failed or short download fails every
 waiter with the error's errno; it never looks like a complete short file. `cancel` stops a download nobody waits
 for any more. Writes go straight into the file (after the download completed, or after a truncate to 0, which
 makes the spool complete without any download). The owner (an `OpenFile`) calls `close` to delete the file.
@@ -30,6 +32,7 @@ from typing import Awaitable, Callable
 import pyfuse3
 import trio
 
+from guestfs_mount.fs.readbuffer import RecentBytes
 from guestfs_mount.fs.status import LiveTransfer
 from guestfs_mount.vsphere.faults import VSphereError
 from guestfs_mount.vsphere.guestfiles import ReadTransfer
@@ -73,6 +76,7 @@ class Spool:
         self.error: DownloadFailed | None = None
         self._progress = trio.Event()
         self._scope: trio.CancelScope | None = None
+        self.recent: RecentBytes | None = None  # the running download's last bytes, in memory
 
     @classmethod
     def adopt(cls, spool_dir: Path, file: Path, label: str = "") -> "Spool":
@@ -88,7 +92,7 @@ class Spool:
     def surrender(self) -> Path | None:
         """Give the file up instead of deleting it, when it holds the whole file and no unsaved bytes: closed, and
         its path returned for the caller to move away (`close` then deletes nothing). None otherwise."""
-        if not self.complete or self.marked is not None or self.downloading or self.fd < 0:
+        if not self.complete or self.marked is not None or self.fd < 0:
             return None
         os.close(self.fd)
         self.fd = -1
@@ -108,20 +112,41 @@ class Spool:
             self._scope = scope
             try:
                 transfer, live = await opener()
+                told = False
+
+                def progress() -> None:  # bytes landed in the file (and the ring): wake the readers
+                    nonlocal told
+                    if scope.cancel_called:
+                        return
+                    if not told and transfer.size is not None:
+                        told = True
+                        if on_info is not None:
+                            on_info(transfer)
+                    self.have = recent.end
+                    live.total = transfer.size
+                    live.advance(self.have)
+                    if transfer.size is not None and self.have >= transfer.size and recent.error is None:
+                        # the last byte landed: the file is whole now, not once the thread has been joined (a
+                        # reader that closes at once gives its copy to the content cache); nothing more may land,
+                        # and reads come from the file, which writes may change from now on
+                        recent.stop()
+                        if self.recent is recent:
+                            self.recent = None
+                        self.complete = True
+                    self._notify()
+
                 with live:
                     async with transfer:
-                        async for chunk in transfer.chunks():
-                            if scope.cancel_called:  # a chunk delivered after cancel() must not land in the file
-                                break
-                            if on_info is not None:
-                                on_info(transfer)
-                                on_info = None
-                            os.pwrite(self.fd, chunk, self.have)
-                            self.have += len(chunk)
-                            live.total = transfer.size
-                            live.advance(self.have)
-                            self._notify()
-                    if on_info is not None and not scope.cancel_called:
+                        recent = self.recent = RecentBytes(self.fd, progress)
+                        try:
+                            await transfer.into(recent)
+                        finally:
+                            recent.stop()
+                            self.recent = None
+                        progress()  # the last bytes, whether or not their wake-up already ran
+                        if recent.error is not None:
+                            raise recent.error
+                    if not told and on_info is not None and not scope.cancel_called:
                         on_info(transfer)
                     if not scope.cancel_called and transfer.size is not None and transfer.size != self.have:
                         raise DownloadFailed(errno.EIO, f"got {self.have} of {transfer.size} bytes")
@@ -156,6 +181,9 @@ class Spool:
         return self._scope is not None
 
     def cancel(self) -> None:
+        if self.recent is not None:
+            self.recent.stop()  # its thread writes nothing more into the file
+            self.recent = None
         if self._scope is not None:
             self._scope.cancel()
 
@@ -184,6 +212,10 @@ class Spool:
         self._notify()
 
     def read(self, off: int, size: int) -> bytes:
+        if self.recent is not None:  # a reader keeping up with the download: from memory
+            data = self.recent.read(off, min(off + size, self.have))
+            if data is not None:
+                return data
         return os.pread(self.fd, size, off)
 
     def write(self, off: int, data: bytes) -> int:

@@ -318,6 +318,9 @@ class GzipChunks:
 class SimServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's listen backlog is 5: a mount's 32 busy workers (a fresh connection per transfer) overflowed
+    # it ("SYN flooding" in the kernel log) and some connections were reset; a real vCenter or ESXi queues more
+    request_queue_size = 128
 
     def __init__(self, address, sim: Simulator, ssl_context: ssl.SSLContext | None, esxi_host: str | None = None):
         self.ssl_context = ssl_context

@@ -13,7 +13,7 @@ import errno
 import os
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, BinaryIO, Callable, Iterator, Literal
+from typing import AsyncIterator, BinaryIO, Callable, Iterator, Literal, Protocol
 
 from guestfs_mount.vsphere.faults import GuestFileError
 from guestfs_mount.vsphere.model import (FileAttributes, GuestCredentials, GuestFileInfo, GuestProcess, GuestProgram,
@@ -76,12 +76,38 @@ def current_priority() -> Priority | None:
     return _PRIORITY.get()
 
 
+class Stopped(Exception):
+    """A `Sink` wants no more bytes (the download was cancelled)."""
+
+
+class Sink(Protocol):
+    """Where `ReadTransfer.into` puts a body: buffers the transfer fills in place. Its methods may be called on a
+    thread of the transfer's own."""
+
+    def buffer(self) -> memoryview:
+        """Writable space for the next bytes (never empty)."""
+
+    def filled(self, n: int) -> None:
+        """`n` bytes landed at the start of the last `buffer()`; raises Stopped to end the download."""
+
+
+def put(sink: Sink, data) -> None:
+    """Copy `data` into `sink` (bytes that were not read straight into its buffers)."""
+    view = memoryview(data)
+    while view:
+        space = sink.buffer()
+        n = min(len(space), len(view))
+        space[:n] = view[:n]
+        sink.filled(n)
+        view = view[n:]
+
+
 class ReadTransfer(abc.ABC):
     """A download in progress: the initiate call has been made, the GET has not necessarily started.
 
     `size` is the file's size (VI/JSON: from FileTransferInformation; REST: from the GET's Content-Length, so
     it may be None until `chunks()` has started). `info` is the file's record when the dialect returned one.
-    `chunks()` may be iterated once; it streams the body without holding it whole. Leaving the context (or
+    `chunks()` (or `into()`) may be used once; it streams the body without holding it whole. Leaving the context (or
     `aclose()`) cancels an unfinished GET.
     """
 
@@ -90,6 +116,15 @@ class ReadTransfer(abc.ABC):
 
     @abc.abstractmethod
     def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def into(self, sink: Sink) -> None:
+        """The whole body into `sink`, instead of `chunks()` (one or the other, once); same errors. A transfer that
+        can fills the sink's buffers off the event loop."""
+        try:
+            async for chunk in self.chunks():
+                put(sink, chunk)
+        except Stopped:
+            pass
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...

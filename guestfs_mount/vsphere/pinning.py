@@ -2,9 +2,9 @@
 `thumbprint` do: the handshake verifies neither chain, name nor dates (a self-signed or expired lab certificate
 works), and the fingerprint comparison, right after the handshake and before any HTTP byte is sent, decides.
 
-Python's ssl has no verify callback, hence the check in httpcore's network backend. Two users: transfers to an ESXi
-host pinned to the certificate vCenter reports for it (transfer.py), and the API connection to vCenter itself
-when `[vcenter] thumbprint` is set (http.py).
+Python's ssl has no verify callback, hence the check in httpcore's network backend (and after the handshake of an
+upload's own connection, upload.py). Two users: transfers to an ESXi host pinned to the certificate vCenter reports
+for it (transfer.py), and the API connection to vCenter itself when `[vcenter] thumbprint` is set (http.py).
 """
 
 from __future__ import annotations
@@ -85,14 +85,20 @@ class _PinningBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+def pinned_context() -> ssl.SSLContext:
+    """TLS that checks nothing in the handshake: the fingerprint, compared right after it, decides."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class PinnedTransport(httpx.AsyncHTTPTransport):
     """An httpx transport that accepts exactly the certificate whose SHA-256 is `pin` ("AB:CD:..."); any other is
     refused with `message` (ESXI_MISMATCH, VCENTER_MISMATCH)."""
 
     def __init__(self, pin: str, limits: httpx.Limits, message: str = ESXI_MISMATCH):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+        context = pinned_context()
         super().__init__(verify=context, limits=limits)
         # httpx's transport takes no network backend: its pool (never opened) is replaced by one that checks
         self._pool = httpcore.AsyncConnectionPool(

@@ -7,38 +7,63 @@ does: ESXi does not like kept-alive transfer sockets). Where each goes and what 
 pinned route accepts exactly the certificate vCenter reports for the host (its SHA-256, pinning.py: checked right
 after the TLS handshake and before any HTTP byte is sent; dates are not checked), any other is verified like the API
 connection. GETs ask for `Accept-Encoding: identity`; a gzip or deflate body that comes anyway is decoded, any
-other encoding refused.
+other encoding refused. A GET is read either by `chunks()` (httpx, on the event loop: prefetch, `check`, and any
+transfer through a proxy) or by `into(sink)` (download.py, on a thread of its own: the spool's downloads), with
+the same checks, renewal and errors. A PUT's body goes from the local file to the socket in one worker thread
+(upload.py: sendfile, or large TLS writes), with the TLS context and pin the route's httpx client would use;
+through httpx only when the environment names a proxy for the URL, or for a source with no file descriptor.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
+import ssl
+import urllib.request
 from typing import AsyncIterator, Awaitable, Callable
 
 import httpcore
 import httpx
 import trio
 
+from guestfs_mount.vsphere import upload
+from guestfs_mount.vsphere.download import DECODED_ENCODINGS, Fetch
 from guestfs_mount.vsphere.faults import ConnectionFailed, ProtocolError, TransferError, VSphereError
-from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer
+from guestfs_mount.vsphere.guestfiles import ClientConfig, ReadTransfer, Sink, Stopped
 from guestfs_mount.vsphere.hosts import Route
 from guestfs_mount.vsphere.http import USER_AGENT, connection_error, root_cause, timeouts, tls_verify
 from guestfs_mount.vsphere.model import GuestFileInfo
-from guestfs_mount.vsphere.pinning import CertificateMismatch, PinnedTransport
+from guestfs_mount.vsphere.pinning import CertificateMismatch, PinnedTransport, pinned_context
 
 log = logging.getLogger(__name__)
 
-CHUNK = 4 << 20  # bytes read from a local file per PUT chunk (each read is a hop to a worker thread)
+CHUNK = 4 << 20  # bytes read from a local file per PUT chunk through httpx (each read is a hop to a worker thread)
 
 # httpcore reads a socket 64 KiB at a time and its cost per read, in Python, capped a streamed GET near 270 MiB/s
 # on the benchmark machine; 1 MiB reads gave 1.2 GiB/s (docs/performance.md). A class attribute: it applies to
 # every HTTP/1.1 connection of the process, which are all ours.
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
 NewRoute = Callable[[], Awaitable[Route]]
-DECODED_ENCODINGS = ("gzip", "deflate")  # what httpx decodes without extra packages
 LIMITS = httpx.Limits(max_keepalive_connections=0)
+DOWNLOAD_THREADS = 256  # downloads at once on threads of their own (as many as the FUSE loop runs handlers)
+HEADERS = {"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "identity"}
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends this URL through a proxy (httpx's clients honour HTTPS_PROXY and the like)."""
+    proxies = urllib.request.getproxies()
+    parts = httpx.URL(url)
+    return bool(proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.host)
+
+
+def _descriptor(source) -> int | None:
+    """The file descriptor behind a file object, or None (an in-memory file has none)."""
+    try:
+        return source.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return None
 
 
 def _describe(url: str) -> str:
@@ -55,6 +80,9 @@ class TransferClients:
         self._config = config
         self._default_verify = tls_verify(config) if not config.insecure else False
         self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._contexts: dict[str | None, ssl.SSLContext] = {}
+        self.timeout = timeouts(config)
+        self._threads: trio.CapacityLimiter | None = None
         self._on_refused = on_refused
         self.get(None)  # made now: loading the CA store takes tens of ms, which the first read would wait for
 
@@ -63,11 +91,47 @@ class TransferClients:
         if key not in self._clients:
             kwargs = {"transport": PinnedTransport(key, LIMITS)} if key else {"verify": self._default_verify, "limits": LIMITS}
             self._clients[key] = httpx.AsyncClient(
-                timeout=timeouts(self._config),
-                headers={"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "identity"},
+                timeout=self.timeout,
+                headers=HEADERS,
                 **kwargs,
             )
         return self._clients[key]
+
+    def threads(self) -> trio.CapacityLimiter:
+        """Threads for downloads (download.py), apart from trio's default 40: every running download holds one for
+        its whole length, and a stalled one must not keep another from starting."""
+        if self._threads is None:
+            self._threads = trio.CapacityLimiter(DOWNLOAD_THREADS)
+        return self._threads
+
+    def ssl_context(self, pin: str | None) -> ssl.SSLContext:
+        """The TLS settings of `get(pin)`'s client, for a transfer made without httpx (download.py, upload.py)."""
+        key = None if self._config.insecure else pin
+        if key not in self._contexts:
+            self._contexts[key] = pinned_context() if key else httpx.create_ssl_context(verify=self._default_verify)
+        return self._contexts[key]
+
+    async def put(self, route: Route, source, size: int, progress, what: str) -> int:
+        """PUT `size` bytes of `source` (a path, or a binary file with a descriptor) with that Content-Length;
+        the answer's status. Transport failures raise httpx's exceptions (see `failure`)."""
+        headers = [("User-Agent", USER_AGENT), ("Connection", "close"), ("Content-Type", "application/octet-stream")]
+        own = isinstance(source, (str, os.PathLike))
+        if _proxied(route.url) or not (own or _descriptor(source) is not None):
+            # through a proxy, or from memory (`check --write` sends a BytesIO): httpx, reading in a worker thread
+            client, request = self.request(route, "PUT", content=_file_chunks(source, size, progress, what),
+                                           headers={"Content-Length": str(size),
+                                                    "Content-Type": "application/octet-stream"})
+            response = await client.send(request)
+            return response.status_code
+        tls = self.ssl_context(route.pin) if httpx.URL(route.url).scheme == "https" else None
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC) if own else os.dup(_descriptor(source))
+        try:
+            return await upload.put(route.url, fd, size, headers, ssl_context=tls, sni=route.sni,
+                                    pin=None if self._config.insecure else route.pin,
+                                    connect_timeout=self._config.connect_timeout, timeout=self._config.timeout,
+                                    progress=progress, what=what)
+        finally:
+            os.close(fd)
 
     def request(self, route: Route, method: str, **kwargs) -> tuple[httpx.AsyncClient, httpx.Request]:
         client = self.get(route.pin)
@@ -186,9 +250,68 @@ class HttpReadTransfer(ReadTransfer):
                 await response.aclose()
             await self._renew(error)
 
+    async def into(self, sink: Sink) -> None:
+        """The body read by a thread of its own straight into `sink`'s buffers (download.py); the same checks,
+        errors and one renewed URL as `chunks()`. Through a proxy (the environment names one), `chunks()`."""
+        if _proxied(self._route.url):
+            return await super().into(sink)
+        if self._used:
+            raise TransferError(f"download of {self._what}: a transfer is read once")
+        self._used = True
+        got = 0  # bytes given to the sink
+        while True:
+            fetch = Fetch(self._route.url, self._route.sni, self._clients.ssl_context(self._route.pin),
+                          self._route.pin, self._clients.timeout.read, self._clients.timeout.connect,
+                          list(HEADERS.items()), self.size, got, sink, self._what, self._learn_size)
+            try:
+                await trio.to_thread.run_sync(fetch.run, abandon_on_cancel=True, limiter=self._clients.threads())
+            except Stopped:
+                return
+            except httpx.DecodingError as e:
+                error: VSphereError | None = TransferError(
+                    f"download of {self._what}: the compressed body is damaged ({e})")
+            except httpx.HTTPError as e:
+                if fetch.phase == "connect":
+                    error = self._clients.failure(e, f"download of {self._what}", self._route)
+                else:
+                    error = TransferError(f"download of {self._what}: {connection_error(e, 'connection')}",
+                                          errno=errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else None)
+            else:
+                error = None
+            finally:
+                fetch.stop()  # a cancelled wait left the thread running: its socket is shut, it ends at once
+                got += fetch.got
+                if self.size is None:
+                    self.size = fetch.size
+            log.debug("GET %s (%s): HTTP %s, %d bytes", _describe(self._route.url), self._what, fetch.status, fetch.got)
+            if error is None:
+                if fetch.status != 200:
+                    error = TransferError(f"download of {self._what}: HTTP {fetch.status} from "
+                                          f"{_describe(self._route.url)}")
+                elif self.size is None:
+                    self.size = got  # a compressed body of unknown length: complete when the stream ended cleanly
+                    return
+                elif got == self.size:
+                    return
+                elif got > self.size:
+                    raise ProtocolError(f"download of {self._what}: more bytes than the {self.size} announced")
+                else:
+                    error = TransferError(f"download of {self._what}: cut short at {got} of {self.size} bytes")
+            await self._renew(error)
+
+    def _learn_size(self, size: int) -> None:
+        self.size = size  # on the fetch's thread: one attribute, before the first byte reaches the sink
+
     async def aclose(self) -> None:
         if self._response is not None:
             await self._response.aclose()
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends `url` through a proxy (httpx honours it; download.py does not speak it)."""
+    proxies = urllib.request.getproxies()
+    host = httpx.URL(url).host
+    return bool(proxies.get(httpx.URL(url).scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
 
 
 # ------------------------------------------------------------------------------------------- PUT
@@ -218,19 +341,17 @@ async def put_file(clients: TransferClients, route: Route, new_route: NewRoute, 
                    what: str) -> None:
     """PUT `size` bytes with that exact Content-Length (never chunked); one new URL and one more try on failure."""
     for attempt in (0, 1):
-        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
-        client, request = clients.request(route, "PUT", content=_file_chunks(source, size, progress, what),
-                                          headers=headers)
         try:
-            response = await client.send(request)
+            status = await clients.put(route, source, size, progress, what)
         except httpx.HTTPError as e:
             cause = clients.failure(e, "connection", route)
             error: VSphereError = TransferError(f"upload of {what}: {cause}",
                                                 errno=errno.ETIMEDOUT if isinstance(e, httpx.TimeoutException) else None)
         else:
-            if response.status_code in (200, 201, 204):
+            log.debug("PUT %s (%s): HTTP %s, %d bytes", _describe(route.url), what, status, size)
+            if status in (200, 201, 204):
                 return
-            error = TransferError(f"upload of {what}: HTTP {response.status_code} from {_describe(route.url)}")
+            error = TransferError(f"upload of {what}: HTTP {status} from {_describe(route.url)}")
         if attempt == 0:
             log.info("%s; asking for a new transfer URL", error)
             route = await new_route()
