@@ -1,10 +1,12 @@
 """`python -m benchmarks [--suite throughput|latency] [--quick] [--json FILE] [--latency-ms 0,50]
-[--api vi-json,soap,rest] [--guest parallel,serial] [--transport plain,tls | --tls] [--only NAME ...]`"""
+[--api vi-json,soap,rest] [--guest parallel,serial] [--transport plain,tls | --tls] [--write-back off,on]
+[--rsync-files N] [--only NAME ...]`"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import shutil
 import sys
 import time
@@ -51,6 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--api", metavar="A,A", help="dialects, the first is the summary's (default vi-json,soap,rest)")
     parser.add_argument("--guest", metavar="G,G", help="simulated guests: parallel (any number of guest operations "
                         "at once) and/or serial (one at a time per VM, --serial-guest-ops); default per suite")
+    parser.add_argument("--write-back", metavar="W,W", default="off",
+                        help="mount with [mount] write_back off and/or on (default off; on needs a product that has "
+                             "it): each a run of its own")
+    parser.add_argument("--rsync-files", type=int, metavar="N", help="files rsync copies (rsync, rsync_in; default "
+                        "1,000, --quick 200)")
     parser.add_argument("--transport", metavar="T,T", default="plain",
                         help="plain (http, the default) and/or tls (the simulator with --tls, its CA in the mount's "
                              "ca_file; the raw side on the same cipher): the real transfer path is HTTPS to ESXi")
@@ -88,29 +95,36 @@ def parse_args(argv=None) -> argparse.Namespace:
         if transport not in ("plain", "tls"):
             parser.error(f"--transport: unknown transport {transport!r} (plain, tls)")
     args.cases = args.only or suite["cases"]
+    args.write_backs = [w == "on" for w in args.write_back.split(",")]
+    if not set(args.write_back.split(",")) <= {"on", "off"}:
+        parser.error(f"--write-back: on and/or off, not {args.write_back!r}")
     return args
 
 
 def sizes_for(args: argparse.Namespace):
     if args.suite == "latency":
-        return LATENCY_QUICK if args.quick else LATENCY
-    return QUICK if args.quick else FULL
+        sizes = LATENCY_QUICK if args.quick else LATENCY
+    else:
+        sizes = QUICK if args.quick else FULL
+    return dataclasses.replace(sizes, rsync_files=args.rsync_files) if args.rsync_files else sizes
 
 
 def run_cases(args, sim, data: Dataset, sizes, workdir: Path, api: str, latency: int, guest_kind: str,
-              transport: str = "plain") -> dict:
+              transport: str = "plain", write_back: bool = False) -> dict:
     """One mount of the product on `sim`, every chosen case on it; the run's figures (and errors)."""
-    name = f"{api}-{latency}ms-{guest_kind}" + ("-tls" if transport == "tls" else "")
+    name = (f"{api}-{latency}ms-{guest_kind}" + ("-tls" if transport == "tls" else "")
+            + ("-write-back" if write_back else ""))
     run_dir = f"run-{name}"
     (sim.root / "vm1" / run_dir).mkdir(parents=True, exist_ok=True)
     stock(data, sizes, run_dir, args.cases)
     latency_stock(data, sizes, run_dir, args.cases)
     figures: dict = {}
     errors: dict = {}
-    print(f"== {api}, latency {latency} ms, {guest_kind} guest, {transport}", file=sys.stderr, flush=True)
-    with mount(sim, workdir, name, api, args.product, guest_calls=args.guest_calls) as m, \
+    print(f"== {api}, latency {latency} ms, {guest_kind} guest, {transport}" + (", write_back" if write_back else ""),
+          file=sys.stderr, flush=True)
+    with mount(sim, workdir, name, api, args.product, guest_calls=args.guest_calls, write_back=write_back) as m, \
             contextlib.closing(raw.RawGuest(sim, api)) as guest:
-        ctx = Ctx(sim, m, guest, data, sizes, workdir, run_dir, args.timeout, latency)
+        ctx = Ctx(sim, m, guest, data, sizes, workdir, run_dir, args.timeout, latency, args.product, write_back)
         for case in args.cases:
             t0 = time.monotonic()
             try:
@@ -123,6 +137,8 @@ def run_cases(args, sim, data: Dataset, sizes, workdir: Path, api: str, latency:
             figures.update(got)
             print(f"   {case}: {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
     run = {"latency_ms": latency, "api": api, "guest": guest_kind, "transport": transport, "figures": figures}
+    if write_back:
+        run["write_back"] = True
     if guest.tls_cipher:
         run["tls"] = f"{guest.tls_version} {guest.tls_cipher}"
     if errors:
@@ -159,15 +175,16 @@ def main(argv=None) -> int:
                     sim_log = workdir / f"sim-{latency}ms-{guest_kind}-{transport}.log"
                     with simulator(root, sim_log, latency, guest_kind, tls=transport == "tls") as sim:
                         for api in args.apis:
-                            runs.append(run_cases(args, sim, data, sizes, workdir, api, latency, guest_kind,
-                                                  transport))
+                            for write_back in args.write_backs:
+                                runs.append(run_cases(args, sim, data, sizes, workdir, api, latency, guest_kind,
+                                                      transport, write_back))
                             failed = failed or "errors" in runs[-1]
     finally:
         machine["loadavg_end"] = report._read("/proc/loadavg").split()[:3]
         machine["elapsed_s"] = round(time.monotonic() - started, 1)
         options = {"suite": args.suite, "quick": args.quick, "latencies_ms": args.latencies, "apis": args.apis,
                    "guests": args.guests, "transports": args.transports, "cases": args.cases, "sizes": asdict(sizes),
-                   "max_guest_calls_per_vm": args.guest_calls}
+                   "max_guest_calls_per_vm": args.guest_calls, "write_back": args.write_back}
         try:
             doc = report.document(runs, machine, options)
             print(report.table(doc))

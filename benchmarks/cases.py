@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks import raw
 from benchmarks.data import GiB, Dataset, MiB, Sizes
-from benchmarks.rig import VM, GuestMount, Simulator
+from benchmarks.rig import REPO, VM, GuestMount, Simulator
 
 
 @dataclass
@@ -28,6 +28,8 @@ class Ctx:
     run_dir: str  # this run's guest directory, e.g. "run-vi-json-0ms"
     timeout: float  # for any one command or transfer
     latency_ms: int = 0  # the simulator's latency per API call and transfer
+    product: Path = REPO  # the directory holding the guestfs_mount package measured
+    write_back: bool = False  # the mount's [mount] write_back
 
     def in_mount(self, guest_path: str) -> Path:
         return self.mount.vm / guest_path.lstrip("/")

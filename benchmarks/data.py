@@ -168,10 +168,18 @@ class Dataset:
         made_once(self.vm_root / name, fill)
         return f"/{name}"
 
-    def rsync_source(self, files: int) -> Path:
-        """A local directory of `files` files of 4 KiB each."""
-        path = self.local_dir / f"rsync-{files}"
-        made_once(path, lambda tmp: [(tmp / f"f{i:04d}.dat").write_bytes(os.urandom(4096)) for i in range(files)])
+    def rsync_source(self, files: int, modes: bool = False) -> Path:
+        """A local directory of `files` files of 4 KiB each (`modes`: each with a mode and an mtime of its own)."""
+        path = self.local_dir / (f"rsync-{files}" + ("-modes" if modes else ""))
+
+        def fill(tmp: Path) -> None:
+            for i in range(files):
+                (tmp / f"f{i:04d}.dat").write_bytes(os.urandom(4096))
+                if modes:
+                    os.chmod(tmp / f"f{i:04d}.dat", 0o600 | (i % 8) << 3)
+                    os.utime(tmp / f"f{i:04d}.dat", (OLD - i, OLD - i))
+
+        made_once(path, fill)
         return path
 
 

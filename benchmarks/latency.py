@@ -1,7 +1,8 @@
 """The latency suite's cases: what ordinary commands cost at real vCenter latency, in wall time and guest calls
 (`/_sim/stats`, reset before each command). Beside `list` (cases.py): `cp -r` of many small files out of the
-guest, re-reading a file (unchanged, then changed on the guest), a vim edit, and the mount's peak RSS while its
-content cache fills."""
+guest, `rsync -a` of many small files into it (timed until `guestfs-mount sync` returns: with write_back the
+uploads go on after rsync), re-reading a file (unchanged, then changed on the guest), a vim edit, and the mount's
+peak RSS while its content cache fills."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 from benchmarks.cases import Ctx, PeakRss, _calls, _other_calls, run
@@ -53,6 +55,52 @@ def case_cpr(ctx: Ctx) -> dict:
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return {"cpr_files": files, **_figures("cpr", seconds, stats, files), "cpr_sha256_ok": True}
+
+
+def case_rsync_in(ctx: Ctx) -> dict:
+    """`rsync -a` of small files (mode and mtime of their own each) into a new guest directory, timed until
+    `guestfs-mount sync` returns (a product without the command has no queue: rsync's end is the end); every
+    file's sha256, mode and mtime checked on the guest; then the same rsync again, which must upload nothing."""
+    files = ctx.sizes.rsync_files
+    source = ctx.data.rsync_source(files, modes=True)
+    target = f"{ctx.run_dir}/rsync-in-{time.monotonic_ns()}"
+    argv = ["rsync", "-a", f"{source}/", f"{ctx.in_mount(target)}/"]
+    ctx.sim.reset_stats()
+    start = time.perf_counter()
+    rsync_s = run(argv, ctx.timeout)
+    _sync(ctx)
+    seconds = time.perf_counter() - start
+    stats = ctx.sim.stats()
+    guest_dir = ctx.in_guest(target)
+    names = sorted(os.listdir(source))
+    if sorted(os.listdir(guest_dir)) != names:
+        raise RuntimeError(f"the guest has {len(os.listdir(guest_dir))} files after rsync, expected {files}")
+    for name in names:
+        local, guest = os.stat(source / name), os.stat(guest_dir / name)
+        if (local.st_mode, int(local.st_mtime)) != (guest.st_mode, int(guest.st_mtime)):
+            raise RuntimeError(f"{name}: mode/mtime {oct(guest.st_mode)}/{guest.st_mtime} on the guest, "
+                               f"{oct(local.st_mode)}/{local.st_mtime} here")
+        if _sha256(source / name) != _sha256(guest_dir / name):
+            raise RuntimeError(f"{name}: the guest's copy differs")
+    ctx.sim.reset_stats()
+    again_s = run(argv, ctx.timeout)
+    _sync(ctx)
+    again = ctx.sim.stats()
+    return {"rsync_in_files": files, "rsync_in_write_back": ctx.write_back,
+            **_figures("rsync_in", seconds, stats, files), "rsync_in_rsync_only_s": round(rsync_s, 3),
+            "rsync_in_checked": True, "rsync_in_rerun_s": round(again_s, 3),
+            "rsync_in_rerun_uploads": max(again.get("guestFile.PUT", 0), again.get("InitiateFileTransferToGuest", 0)),
+            "rsync_in_rerun_calls_by_method": again}
+
+
+def _sync(ctx: Ctx) -> None:
+    """`guestfs-mount sync MOUNTPOINT`, by the product measured (one that has the command)."""
+    if not (ctx.product / "guestfs_mount" / "cli" / "sync.py").exists():
+        return
+    done = subprocess.run([sys.executable, "-m", "guestfs_mount", "sync", str(ctx.mount.mp)], capture_output=True,
+                          timeout=ctx.timeout, cwd=ctx.product, env=dict(os.environ, PYTHONPATH=str(ctx.product)))
+    if done.returncode != 0:
+        raise RuntimeError(f"guestfs-mount sync exited {done.returncode}: {done.stderr.decode(errors='replace')}")
 
 
 def drop_page_cache(path) -> None:
@@ -172,6 +220,7 @@ def stock(data, sizes, run_dir: str, cases: list[str]) -> None:
 
 LATENCY_CASES = {
     "cpr": case_cpr,
+    "rsync_in": case_rsync_in,
     "reread": case_reread,
     "vim": case_vim,
     "ls_busy": case_ls_busy,

@@ -22,6 +22,7 @@ TARGETS = {
     "rsync_calls_per_file": ("<=", 4),
     "peak_rss_mib": ("<=", 150),
     "rsync_rerun_uploads": ("==", 0),
+    "rsync_in_rerun_uploads": ("==", 0),
     # the latency suite (issue #13)
     "reread_again_transfers": ("==", 0),
     "reread_after_ttl_transfers": ("==", 0),
@@ -161,10 +162,11 @@ def _rows(doc: dict) -> list[list[str]]:
 
 
 def label(run: dict) -> str:
-    """A run's column: dialect, latency, the simulated guest when it is the serial one, and tls over TLS."""
+    """A run's column: dialect, latency, the simulated guest when it is the serial one, tls over TLS, "wb" with
+    write_back."""
     guest = " serial" if run.get("guest") == "serial" else ""
     tls = " tls" if run.get("transport") == "tls" else ""
-    return f"{run['api']} {run['latency_ms']}ms{guest}{tls}"
+    return f"{run['api']} {run['latency_ms']}ms{guest}{tls}" + (" wb" if run.get("write_back") else "")
 
 
 def _ciphers(doc: dict) -> list[str]:

@@ -33,13 +33,14 @@ def simulator(root: Path, log_path: Path, latency_ms: int, guest: str = "paralle
 
 @contextlib.contextmanager
 def mount(sim: Simulator, workdir: Path, name: str, api: str, product: Path = REPO, timeout: float = 60,
-          guest_calls: int | None = None) -> Iterator[GuestMount]:
+          guest_calls: int | None = None, write_back: bool = False) -> Iterator[GuestMount]:
     """The product's mount of `sim` with its default settings (no [cache] table; `guest_calls`: [vcenter]
-    max_guest_calls_per_vm), in workdir/mount-NAME; always unmounted. A TLS simulator's CA is the config's
-    ca_file: the mount verifies it as it would a real vCenter's."""
+    max_guest_calls_per_vm; `write_back`: [mount] write_back = true), in workdir/mount-NAME; always unmounted. A
+    TLS simulator's CA is the config's ca_file: the mount verifies it as it would a real vCenter's."""
     vcenter = f"max_guest_calls_per_vm = {guest_calls}\n" if guest_calls else ""
     if sim.ca_path:
         vcenter += f'ca_file = "{sim.ca_path}"\n'
     with mount_guestfs(sim, workdir / f"mount-{name}", api, attr_ttl=None, dir_ttl=None, vm_list_ttl=None,
-                       product=product, timeout=timeout, vcenter_config=vcenter) as m:
+                       product=product, timeout=timeout, vcenter_config=vcenter,
+                       mount_config="write_back = true\n" if write_back else "") as m:
         yield m

@@ -9,7 +9,7 @@ Shape (a public contract: extend it, never change these keys):
                   wins; "default" matches every VM, last)
     [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay, content_max_mib, prefetch_files, prefetch_max_kib
     [mount]    spool_dir, recovery_dir, windows_drives, vms, read_only, allow_other, read_ahead_kb, stop_timeout,
-               symlinks
+               symlinks, write_back, write_back_max_mib, write_back_delay
 
 Every problem is one `ConfigError` line that names the file and the key; the CLI exits 2 on it.
 """
@@ -74,6 +74,7 @@ _BOOL = ((bool,), "true or false")
 _POS_NUMBER = ((int, float), "a number")
 _POS_INT = ((int,), "a whole number")
 _COUNT = ((int,), "a whole number, 0 or more")
+_SECONDS = ((int, float), "a number, 0 or more")
 _STR_LIST = ((list,), "a list of strings")
 _SECRETS: _Schema = {key: _STR for key in SECRET_KEYS}
 
@@ -106,6 +107,9 @@ MOUNT_KEYS: _Schema = {
     "read_ahead_kb": _POS_INT,
     "stop_timeout": _POS_NUMBER,
     "symlinks": _STR,
+    "write_back": _BOOL,
+    "write_back_max_mib": _COUNT,
+    "write_back_delay": _SECONDS,
 }
 TABLES = {"vcenter": VCENTER_KEYS, "vms": None, "cache": CACHE_KEYS, "mount": MOUNT_KEYS}
 API_CHOICES = ("auto", "vi-json", "soap", "rest")
@@ -215,7 +219,7 @@ def _check_table(path: Path, name: str, table: dict | None, schema: _Schema, req
         # bool is an int in Python; a number key must not accept true/false
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ConfigError(f"config file {path}: [{name}] {key} must be {what}, not {value!r}")
-        if (types, what) == _COUNT:
+        if (types, what) in (_COUNT, _SECONDS):
             if value < 0:
                 raise ConfigError(f"config file {path}: [{name}] {key} must be 0 or more, not {value!r}")
         elif types in (_POS_NUMBER[0], _POS_INT[0]) and value <= 0:

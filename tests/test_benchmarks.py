@@ -54,6 +54,24 @@ def test_quick_latency_suite_on_a_serial_guest_and_compare(tmp_path):
     assert "| rest 20ms serial | `cpr_s` |" in md.read_text() and "1.000" in md.read_text()
 
 
+def test_rsync_into_the_guest_with_write_back_until_sync(tmp_path):
+    out = tmp_path / "rsync.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--suite", "latency", "--quick", "--only", "rsync_in",
+                           "--latency-ms", "0", "--api", "vi-json", "--guest", "parallel", "--write-back", "on",
+                           "--rsync-files", "20", "--json", str(out), "--workdir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "vi-json 0ms wb" in done.stdout
+    [run] = json.loads(out.read_text())["runs"]
+    assert run["write_back"] is True
+    figures = run["figures"]
+    assert figures["rsync_in_files"] == 20 and figures["rsync_in_checked"] is True
+    assert figures["rsync_in_rerun_uploads"] == 0
+    # initiate + PUT per file; the rest per directory
+    assert figures["rsync_in_calls_by_method"]["InitiateFileTransferToGuest"] == 20
+    assert "MoveFileInGuest" not in figures["rsync_in_calls_by_method"]
+
+
 def test_quick_write_over_tls_reports_cpu_apart(tmp_path):
     """--transport tls: the simulator serves TLS, the mount verifies it by ca_file, the raw side uses the same
     cipher; CPU per GiB comes as user and system apart, for the mount and the simulator."""

@@ -66,6 +66,21 @@ def test_chmod_and_touch_right_after_an_upload_share_one_call(gm, work):
     assert gm.stats().get("ChangeFileAttributesInGuest", 0) == 1, gm.stats()
 
 
+def test_a_listing_fetched_while_a_touch_is_held_shows_the_touch(gm, work):
+    """rsync's second run re-sent a file now and then: a listing of the directory fetched while its utimes was
+    held (the guest still had the upload's time) replaced the mount's record, and readdir gave the kernel the old
+    mtime, before and after the held call was sent."""
+    mnt, guest = work
+    (mnt / "f").write_bytes(b"data")
+    os.utime(mnt / "f", (1_500_000_000, 1_500_000_000))  # held: the guest has the upload's time
+    assert int(os.stat(guest / "f").st_mtime) != 1_500_000_000
+    subprocess.run(["ls", "-l", str(mnt)], check=True, capture_output=True)  # a fresh listing, as readdirplus
+    assert int(os.stat(mnt / "f").st_mtime) == 1_500_000_000
+    assert wait_until(lambda: int(os.stat(guest / "f").st_mtime) == 1_500_000_000, timeout=5)
+    subprocess.run(["ls", "-l", str(mnt)], check=True, capture_output=True)
+    assert int(os.stat(mnt / "f").st_mtime) == 1_500_000_000
+
+
 def test_chmod_of_a_file_not_just_uploaded_reaches_the_guest_at_once(gm, work):
     mnt, guest = work
     (guest / "old").write_bytes(b"x")

@@ -3,6 +3,7 @@
     guestfs-mount MOUNTPOINT [options]        mount (cli/mount.py)
     guestfs-mount status MOUNTPOINT [--json]  a running mount's transfers and figures (cli/status.py)
     guestfs-mount refresh MOUNTPOINT [PATH]   forget cached listings and attributes (cli/refresh.py)
+    guestfs-mount sync MOUNTPOINT [PATH...]   wait until queued uploads have landed (cli/sync.py)
     guestfs-mount check [--vm NAME] [--write] walk the path to the VMs' files without mounting (cli/check.py)
     guestfs-mount trust URL [--out FILE]      show vCenter's root CAs, write them for ca_file (cli/trust.py)
     guestfs-mount demo [DIR]                  the simulator with sample VMs, mounted (demo.py)
@@ -17,6 +18,7 @@ import sys
 COMMANDS = {
     "status": "guestfs_mount.cli.status",
     "refresh": "guestfs_mount.cli.refresh",
+    "sync": "guestfs_mount.cli.sync",
     "check": "guestfs_mount.cli.check",
     "trust": "guestfs_mount.cli.trust",
     "demo": "guestfs_mount.demo",

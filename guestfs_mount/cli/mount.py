@@ -22,7 +22,7 @@ from guestfs_mount.logsetup import setup_logging
 log = logging.getLogger("guestfs_mount")
 
 # -o options that are ours; any other -o option goes to FUSE as it is
-OWN_OPTIONS = {"config", "vm", "ro", "rw", "allow_other", "debug", "foreground"}
+OWN_OPTIONS = {"config", "vm", "ro", "rw", "allow_other", "debug", "foreground", "write_back"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Other commands: `guestfs-mount demo [DIR]` runs a simulated vCenter with sample VMs and mounts it; "
         "`guestfs-mount status MOUNTPOINT [--json]` shows a running mount's transfers and cache; "
         "`guestfs-mount refresh MOUNTPOINT [PATH]` makes it forget cached listings and attributes; "
+        "`guestfs-mount sync MOUNTPOINT [PATH...]` waits for its queued uploads (write_back); "
         "`guestfs-mount check [--vm NAME] [--write] [--json]` walks the path to the VMs' files without mounting; "
         "`guestfs-mount trust URL` shows vCenter's root CAs and writes them for ca_file. "
         "Config: --config FILE, else $XDG_CONFIG_HOME/guestfs-mount/config.toml, else /etc/guestfs-mount/config.toml.",
@@ -42,12 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground (log to stderr)")
     parser.add_argument(
         "-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-        help="mount options: config=FILE, vm=NAME, ro, allow_other, debug; others go to FUSE",
+        help="mount options: config=FILE, vm=NAME, ro, allow_other, debug, write_back; others go to FUSE",
     )
     parser.add_argument("--vm", dest="vms", action="append", default=[], metavar="NAME", help="show only this VM (repeatable)")
     parser.add_argument("--read-only", action="store_true", help="mount read-only")
     parser.add_argument("--allow-other", action="store_true", help="let other users see the mount (needs user_allow_other)")
     parser.add_argument("--debug", action="store_true", help="log every operation")
+    parser.set_defaults(write_back=False)  # -o write_back
     return parser
 
 
@@ -73,6 +75,8 @@ def apply_mount_options(args: argparse.Namespace) -> list[str]:
                 args.debug = True
             elif key == "foreground":
                 args.foreground = True
+            elif key == "write_back":
+                args.write_back = True
     return fuse_options
 
 
@@ -158,6 +162,9 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
         symlinks=mount.get("symlinks", MountSettings.symlinks),
         runs_programs=lambda vm_name: runs_programs(config, vm_name),
         guest_calls_per_vm=guest_calls_per_vm,
+        write_back=getattr(args, "write_back", False) or mount.get("write_back", False),  # -o write_back
+        write_back_max_mib=mount.get("write_back_max_mib", MountSettings.write_back_max_mib),
+        write_back_delay=float(mount.get("write_back_delay", MountSettings.write_back_delay)),
         **optional_cache,
         **sizes,
     )

@@ -1,4 +1,5 @@
-"""`guestfs-mount status MOUNTPOINT [--json]`: a running mount's transfers in flight and its figures."""
+"""`guestfs-mount status MOUNTPOINT [--json]`: a running mount's transfers in flight, its queued and failed
+uploads (write_back), and its figures."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ STATUS_TIMEOUT = 5.0  # seconds to wait for a running mount's status
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="guestfs-mount status",
-        description="Show a running mount's live transfers and cache figures.",
+        description="Show a running mount's live transfers, queued and failed uploads, and cache figures.",
     )
     parser.add_argument("mountpoint", help="where guestfs-mount is mounted")
     parser.add_argument("--json", action="store_true", help="print the mount's status document as JSON")
@@ -35,6 +36,11 @@ def _mib(n: float) -> str:
     return f"{n / (1 << 20):.1f}"
 
 
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
 def format_status(status: dict) -> str:
     """The status document as a table of transfers, then the figures."""
     lines = [f"guestfs-mount at {status.get('mountpoint')}: pid {status.get('pid')}, "
@@ -52,8 +58,18 @@ def format_status(status: dict) -> str:
             rows.append((str(t.get("vm")), str(t.get("path")), str(t.get("direction")),
                          f"{_mib(done)}/{_mib(total) if total is not None else '?'}",
                          f"{100 * done / total:.0f}" if total else "-", _mib(t.get("rate_bps", 0))))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines += _table(rows)
+    uploads = status.get("uploads") or {}
+    pending, failed = uploads.get("pending") or [], uploads.get("failed") or []
+    if pending:
+        lines += ["", f"{len(pending)} upload(s) queued (write_back; `guestfs-mount sync` waits for them):"]
+        lines += _table([("PATH", "BYTES", "AGE S", "ATTEMPTS", "STATE")] + [
+            (str(p.get("path")), str(p.get("bytes")), f"{p.get('age_s', 0):.0f}", str(p.get("attempts", 0)),
+             str(p.get("state")) + (f" ({p['last_error']})" if p.get("last_error") else "")) for p in pending])
+    if failed:
+        lines += ["", f"{len(failed)} upload(s) failed; their content is in the recovery directory:"]
+        lines += _table([("PATH", "ERROR", "KEPT IN")] + [
+            (str(f.get("path")), str(f.get("error")), str(f.get("kept") or "(not kept)")) for f in failed])
     figures = status.get("figures") or {}
     if figures:
         lines.append("")

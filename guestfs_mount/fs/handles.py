@@ -37,6 +37,7 @@ class OpenFile:
     # the guest record (size, mtime) the spool's bytes are a whole copy of, for the content cache at the last
     # close; None while they are not (a download not done or too recent, a local change not uploaded)
     content_key: tuple[int, float] | None = None
+    upload_error: int | None = None  # errno of a write-back upload that failed for good: the next fsync's
 
 
 @dataclass

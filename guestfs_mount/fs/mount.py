@@ -102,6 +102,7 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
                     serving.start_soon(ops.send_held_attributes)
                     serving.start_soon(ops.attrfill.run)  # REST listings' attributes, for ls -l
                     serving.start_soon(ops.prefetch.run)  # files of directory scans, ahead of their reader
+                    serving.start_soon(ops.writeback.run)  # uploads after close (write_back)
                     log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
                     if ready is not None:
                         ready()
@@ -134,7 +135,7 @@ def _control_handlers(mountpoint: str, client: GuestFiles, ops: GuestOperations)
     async def status(request: dict) -> dict:
         return {"mountpoint": mountpoint, "pid": os.getpid(), "dialect": getattr(client, "dialect", None),
                 "uptime_s": round(time.monotonic() - started, 1), "transfers": ops.transfers.snapshot(),
-                "figures": ops.figures()}
+                "write_back": ops.settings.write_back, "uploads": ops.writeback.snapshot(), "figures": ops.figures()}
 
     async def refresh(request: dict) -> dict:
         path = request.get("path", "")
@@ -142,7 +143,14 @@ def _control_handlers(mountpoint: str, client: GuestFiles, ops: GuestOperations)
             return {"error": f"not a path below the mount point: {path!r}"}
         return await ops.refresh(path)
 
-    return {"status": status, "refresh": refresh}
+    async def sync(request: dict) -> dict:
+        paths = request.get("paths") or [""]
+        if not isinstance(paths, list) or not all(_is_mount_path(p) for p in paths):
+            return {"error": f"not paths below the mount point: {paths!r}"}
+        failed = await ops.writeback.sync(paths)
+        return {"failed": [{"path": f.path, "error": f.error, "errno": f.errno, "kept": f.kept} for f in failed]}
+
+    return {"status": status, "refresh": refresh, "sync": sync}
 
 
 async def _stop_on_signal(ops: GuestOperations, stop_timeout: float) -> None:

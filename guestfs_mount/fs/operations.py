@@ -10,7 +10,6 @@ ahead of a process reading a directory's files in turn; attrfill.py completes RE
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import functools
@@ -134,6 +133,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         self.initialized = trio.Event()  # the kernel's INIT is answered: per-mount kernel settings stick now
         self.contents = ContentCache(settings.spool_dir, settings.content_max_mib << 20)
         self.attrfill = AttributeFill(self.cache, self._fetch_record, settings.guest_calls_per_vm)
+        self.writeback = self._write_back_queue()  # uploads after close (write_back)
         self.prefetch = Prefetcher(files=settings.prefetch_files, max_bytes=settings.prefetch_max_kib << 10,
                                    contents=self.contents, cache=self.cache, client=client, transfers=self.transfers,
                                    record=lambda path: self._record(path, complete=True), target=self.vms.target,
@@ -245,6 +245,10 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         return dataclasses.replace(info, **changes) if changes else info
 
     def _attrs(self, inode: int, info: GuestFileInfo) -> pyfuse3.EntryAttributes:
+        node = self.inodes.find_inode(inode)
+        held = self.pending.as_changes(node.path) if node is not None and len(self.pending) else None
+        if held:  # a chmod/touch not sent yet: over a listing's record too (rsync's second run compares the mtime)
+            info = dataclasses.replace(info, **held)
         if info.type is FileType.SYMLINK:
             info = self._as_shown(self._path(inode), info)  # st_size is the length of what readlink shows
         return entry_attributes(inode, self._overlay(inode, info), self.ttl)
@@ -371,6 +375,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             await self._set_symlink_attributes(path, info, changes)  # never the target's, as the file API would
         elif changes:
             of = self.handles.files.get(inode)
+            await self._upload_landed(of)  # a queued upload in flight sends what it read: this comes after it
             if of is not None:
                 # kept until (and re-applied after) the upload, which resets them
                 of.mode = changes.get("permissions", of.mode)
@@ -481,6 +486,8 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         if await self.vms.is_drive(path):
             raise pyfuse3.FUSEError(errno.EPERM)
+        if self.writeback.any_under(path):  # files whose upload is queued are in it
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         target = await self.vms.target(path)
         try:
             await self.client.remove_dir(target.vm.id, target.creds, target.guest_path, recursive=False)
@@ -503,6 +510,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         node = self.inodes.find(path)
         of = self.handles.files.get(node.inode) if node else None
+        await self._upload_landed(of)
         if of is None or of.on_guest:
             target = await self.vms.target(path)
             try:
@@ -514,6 +522,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             of.dirty = False  # never upload a file unlinked while open
             of.spool.mark_clean()
         self.pending.drop_tree(path)
+        self.writeback.forget_failures(path)
         self.inodes.unlink(path)
         self.cache.remove_tree(path)
         self.contents.drop(path)
@@ -543,7 +552,9 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         moving = self.handles.files.get(node.inode) if node and info.type is not FileType.DIRECTORY else None
         # an upload in flight has its guest path already: the file moves once it has landed (else the upload
         # lands under the old name after the move, a stale copy there and the old content under the new one)
-        async with moving.lock if moving is not None else contextlib.nullcontext():
+        # so do queued uploads below a directory moved, and of a file renamed over (after the move it is not its)
+        async with self._uploads_held([moving] if moving else [], old if info.type is FileType.DIRECTORY else None,
+                                      new):
             if moving is not None:
                 info = await self._record(old)  # the upload we waited for has put its new record in the cache
             await self._move(old, new, info, dst, src_t, dst_t, moving)
@@ -800,7 +811,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
 
     async def _truncate(self, inode: int, path: str, info: GuestFileInfo, size: int) -> None:
         of = self.handles.files.get(inode)
-        if of is not None:
+        if of is not None and of.handles:
             async with of.lock:
                 if size == 0:
                     of.spool.make_empty()
@@ -824,7 +835,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         handle = self.handles.get(fh)
         handle.flushed = True
         if handle.writable and handle.file.dirty and not self._writers_at_work(handle):
-            await self._upload(handle.file)
+            await self._upload_at_close(handle.file)
         if handle.file.handles <= 1:
             await self._send_held(self._path(handle.inode))
 
@@ -838,9 +849,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
 
     @_fuse_errors
     async def fsync(self, fh, datasync):
-        handle = self.handles.get(fh)
-        if handle.file.dirty:
-            await self._upload(handle.file, keep_dirty=True)
+        await self._fsync(self.handles.get(fh).file)
 
     async def release(self, fh):
         try:
@@ -859,19 +868,23 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             if of.handles == 0:
                 if upload and of.dirty:
                     try:
-                        await self._upload(of)
+                        await self._upload_at_close(of)
                     except pyfuse3.FUSEError as e:
                         log.warning("upload at release failed: errno %s", e.errno)
-                if self.handles.files.get(of.inode) is of and of.handles == 0:
-                    del self.handles.files[of.inode]
-                    node = self.inodes.find_inode(of.inode)
-                    if node is not None and not node.unlinked:
-                        self._keep_content(node.path, of)
-                    of.spool.close()
-                    if upload and node is not None and not node.unlinked:
-                        await self._send_held(node.path, quiet=True)
+                await self._let_go(of, upload)
         finally:
             self.inodes.closed(of.inode)
+
+    async def _let_go(self, of: OpenFile, upload: bool) -> None:
+        """The file's last handle is gone (and the write-back queue does not hold it): its spool goes."""
+        if self.handles.files.get(of.inode) is of and of.handles == 0 and not self.writeback.holds(of):
+            del self.handles.files[of.inode]
+            node = self.inodes.find_inode(of.inode)
+            if node is not None and not node.unlinked:
+                self._keep_content(node.path, of)
+            of.spool.close()
+            if upload and node is not None and not node.unlinked:
+                await self._send_held(node.path, quiet=True)
 
     async def refresh(self, path: str) -> dict:
         """Forget what is cached of mount path `path` and below, here and in the kernel (refresh.py), and the
@@ -887,7 +900,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
                 "spool_bytes": sum(of.spool.disk_bytes() for of in self.handles.files.values()),
                 "vms_listed": self.vms.listed, "live_transfers": len(self.transfers),
                 "attributes_fetched_ahead": self.attrfill.fetched, **self.contents.figures(),
-                **self.prefetch.figures()}
+                **self.prefetch.figures(), **(self.writeback.figures() if self.settings.write_back else {})}
 
     def close_spools(self) -> None:
         """At shutdown: delete the spool files of handles the kernel will never release."""

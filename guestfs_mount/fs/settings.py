@@ -47,3 +47,6 @@ class MountSettings:
     prefetch_files: int = 8  # files of a directory being read one by one fetched ahead (prefetch.py; 0: none)
     prefetch_max_kib: int = 1024  # only files up to this size are fetched ahead
     guest_calls_per_vm: int = 4  # the client's per-VM limit: attribute fetches of a REST listing run this many at once
+    write_back: bool = False  # close() returns before the upload, which the write-back queue makes (writeback.py)
+    write_back_max_mib: int = 1024  # a writer's close waits while queued uploads hold more than this
+    write_back_delay: float = 1.0  # seconds a queued upload waits after the last close (for utimes, chmod, rename)

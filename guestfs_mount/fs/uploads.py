@@ -6,6 +6,7 @@ where. A mixin of GuestOperations (operations.py), whose tables and client it us
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -19,6 +20,8 @@ from guestfs_mount.fs import recovery
 from guestfs_mount.fs.attrs import guest_time
 from guestfs_mount.fs.handles import OpenFile
 from guestfs_mount.fs.inodes import split
+from guestfs_mount.fs.pendingattrs import HELD_FIELDS
+from guestfs_mount.fs.writeback import WriteBack
 from guestfs_mount.vsphere.faults import VSphereError
 from guestfs_mount.vsphere.model import FileAttributes, FileType, GuestFileInfo
 
@@ -26,9 +29,76 @@ log = logging.getLogger(__name__)
 
 
 class Uploads:
-    async def _upload(self, of: OpenFile, keep_dirty: bool = False) -> None:
+    def _write_back_queue(self) -> WriteBack:
+        """The queue of uploads after close (writeback.py), with how this mount uploads and gives up."""
+        return WriteBack(delay=self.settings.write_back_delay, max_bytes=self.settings.write_back_max_mib << 20,
+                         per_vm=self.settings.guest_calls_per_vm, upload=self._upload_queued,
+                         give_up=self._give_up_queued, finished=self._unqueued, path_of=self._live_path,
+                         writing=lambda of: any(not h.flushed for h in self._writers(of)))
+
+    async def _upload_at_close(self, of: OpenFile) -> None:
+        """At the close of the last writer: the upload now, or (write_back) once the queue has room for it."""
+        if not self.settings.write_back:
+            await self._upload(of)
+            return
+        await self.writeback.room(of)
+        if of.dirty and self.writeback.add(of):
+            self.inodes.opened(of.inode)  # the queue holds the file open: its path follows renames
+
+    async def _fsync(self, of: OpenFile) -> None:
+        """Upload now (a queued upload is urged and waited for, and a failed one's errno returned once)."""
+        self.writeback.urge(of)
+        if of.dirty:
+            await self._upload(of, keep_dirty=True)
+        err, of.upload_error = of.upload_error, None
+        if err is not None:
+            raise pyfuse3.FUSEError(err)
+
+    async def _upload_queued(self, of: OpenFile) -> None:
+        await self._upload(of, recover=False)
+
+    async def _give_up_queued(self, of: OpenFile, error: Exception) -> str | None:
+        async with of.lock:
+            path = self._live_path(of)
+            if not of.dirty or path is None:
+                return None
+            kept = self._upload_failed(of, path, error, keep_dirty=False)
+            of.upload_error = getattr(error, "errno", None) or errno.EIO
+            return str(kept) if kept is not None else ""
+
+    async def _unqueued(self, of: OpenFile) -> None:
+        await self._let_go(of, upload=True)
+        self.inodes.closed(of.inode)
+
+    def _live_path(self, of: OpenFile) -> str | None:
+        node = self.inodes.find_inode(of.inode)
+        return None if node is None or node.unlinked else node.path
+
+    def _writers(self, of: OpenFile) -> list:
+        return [h for h in self.handles.handles.values() if getattr(h, "file", None) is of and h.writable]
+
+    @contextlib.asynccontextmanager
+    async def _uploads_held(self, files: list[OpenFile], *trees: str | None):
+        """The locks of `files` and of the files with a queued upload at or below `trees`, taken in one order (two
+        renames never wait for each other): uploads in flight have ended, and none starts meanwhile."""
+        held = {of.inode: of for of in files}
+        for tree in filter(None, trees):
+            held.update((of.inode, of) for of in self.writeback.files_under(tree))
+        async with contextlib.AsyncExitStack() as stack:
+            for inode in sorted(held):
+                await stack.enter_async_context(held[inode].lock)
+            yield
+
+    async def _upload_landed(self, of: OpenFile | None) -> None:
+        """Until a queued upload of `of` in flight has ended."""
+        if self.writeback.uploading(of):
+            async with of.lock:
+                pass
+
+    async def _upload(self, of: OpenFile, keep_dirty: bool = False, recover: bool = True) -> None:
         """Upload a dirty file to its current path (renames move the pending upload), then re-apply its mode,
-        owner and times. On failure the spool is copied to the recovery dir and the errno raised."""
+        owner and times. On failure the spool is copied to the recovery dir and the errno raised (`recover`
+        False: the guest call's error raised, the file left dirty, for the write-back queue to try again)."""
         async with of.lock:
             node = self.inodes.find_inode(of.inode)
             if not of.dirty or node is None or node.unlinked:
@@ -68,20 +138,11 @@ class Uploads:
                 if uid is None and gid is None:
                     uid, gid = await self._new_file_owner(target, path)
             except (VSphereError, pyfuse3.FUSEError) as e:
-                err = e.errno or errno.EIO
                 of.content_key = None  # what the guest holds now is not known
-                self._recover(of, path, e)
-                self.cache.forget(path)
-                if not keep_dirty:
-                    of.dirty = False
-                    if not of.on_guest:
-                        # created here and never on the guest: the kernel must forget the name now, or it opens
-                        # its stale entry, and even `open(O_CREAT)` of that name gives ENOENT until entry_timeout
-                        parent = self.inodes.find(split(path)[0])
-                        if parent is not None:
-                            pyfuse3.invalidate_entry_async(parent.inode, os.fsencode(split(path)[1]),
-                                                           ignore_enoent=True)
-                raise pyfuse3.FUSEError(err) from None
+                if not recover:
+                    raise
+                self._upload_failed(of, path, e, keep_dirty)
+                raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
             of.dirty = False
             of.spool.mark_clean()
             if self.pending.delay > 0:
@@ -94,6 +155,22 @@ class Uploads:
             of.content_key = (size, mtime)  # the guest holds exactly the spool's bytes: the content cache may too
             self.cache.put(path, info)
             self._open_sig[of.inode] = (size, mtime)
+
+    def _upload_failed(self, of: OpenFile, path: str, error: Exception, keep_dirty: bool):
+        """The bytes of a failed upload go to the recovery directory (returns where, None if they could not), and
+        the mount shows the guest's file again (unless `keep_dirty`: an fsync's, whose close tries once more)."""
+        kept = self._recover(of, path, error)
+        self.cache.forget(path)
+        if not keep_dirty:
+            of.dirty = False
+            if not of.on_guest:
+                # created here and never on the guest: the kernel must forget the name now, or it opens
+                # its stale entry, and even `open(O_CREAT)` of that name gives ENOENT until entry_timeout
+                parent = self.inodes.find(split(path)[0])
+                if parent is not None:
+                    pyfuse3.invalidate_entry_async(parent.inode, os.fsencode(split(path)[1]),
+                                                   ignore_enoent=True)
+        return kept
 
     def _mark_dirty(self, of: OpenFile) -> None:
         """Record next to the spool which guest path its unsaved bytes belong to (spool.py, leftovers.py)."""
@@ -115,12 +192,14 @@ class Uploads:
             owner = self._login_owner[target.vm.name] = (info.uid, info.gid)
         return owner
 
-    def _recover(self, of: OpenFile, path: str, error: Exception | str) -> None:
+    def _recover(self, of: OpenFile, path: str, error: Exception | str):
         try:
             dest = recovery.keep(self.settings.recovery_dir, path, of.spool.path)
             log.error("upload of %s failed (%s); its content is kept in %s", path, error, dest)
+            return dest
         except OSError as e:
             log.error("upload of %s failed (%s) and its content could not be kept: %s", path, error, e)
+            return None
 
     async def _send_held(self, path: str, quiet: bool = False) -> None:
         """Send the chmod/touch held for `path`; its failure is raised (to close) unless `quiet` (logged)."""
@@ -135,6 +214,9 @@ class Uploads:
             if not quiet:
                 raise
             log.warning("chmod/touch of %s could not be applied on the guest: %s", path, e)
+            return
+        # our record again, over a listing fetched while they were held (it showed the guest's times before them)
+        self.cache.update(path, **{f: getattr(held, f) for f in HELD_FIELDS if getattr(held, f) is not None})
 
     async def send_held_attributes(self) -> None:
         """Runs for the mount's life (mount.py): sends held chmod/touch once they are due."""
