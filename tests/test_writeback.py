@@ -127,6 +127,38 @@ def test_write_rename_chmod_unlink_in_quick_succession_leave_the_guest_right(tmp
         assert "Traceback" not in m.log()
 
 
+def test_a_queued_file_renamed_over_a_guest_file_leaves_the_old_one_whole_until_its_upload(tmp_path, state_home):
+    """rsync's pattern over an existing file (write a temp name, close, rename over): the guest's file must never be
+    missing nor partial while the new content waits in the queue, and a failed upload leaves the old content."""
+    def setup(vm1):
+        (vm1 / "etc").mkdir()
+        (vm1 / "etc" / "app.conf").write_text("old\n")
+        (vm1 / "etc" / "other.conf").write_text("old other\n")
+
+    with mounted_guestfs(tmp_path, setup=setup, mount_config=WRITE_BACK + "write_back_delay = 30\n") as m:
+        etc = m.vm / "etc"
+        assert (etc / "app.conf").read_text() == "old\n"
+        (etc / ".app.conf.XYZ").write_text("new content\n")
+        os.rename(etc / ".app.conf.XYZ", etc / "app.conf")
+        assert (etc / "app.conf").read_text() == "new content\n"  # the mount: the latest state
+        assert sorted(os.listdir(etc)) == ["app.conf", "other.conf"]
+        assert (m.guest / "etc/app.conf").read_text() == "old\n"  # the guest: the old file, whole, until the upload
+        assert not (m.guest / "etc/.app.conf.XYZ").exists()
+        done = sync(m)
+        assert done.returncode == 0, done.stderr
+        assert (m.guest / "etc/app.conf").read_text() == "new content\n"
+        assert sorted(p.name for p in (m.guest / "etc").iterdir()) == ["app.conf", "other.conf"]
+
+        # an upload that fails for good: the guest keeps the old file, the new bytes go to the recovery directory
+        m.fault("InitiateFileTransferToGuest", "NoDiskSpace", 1)
+        (etc / ".other.conf.XYZ").write_text("newer other\n")
+        os.rename(etc / ".other.conf.XYZ", etc / "other.conf")
+        done = sync(m)
+        assert done.returncode == 1 and "other.conf" in done.stdout + done.stderr
+        assert (m.guest / "etc/other.conf").read_text() == "old other\n"
+        assert [p.read_text() for p in (tmp_path / "recovered").rglob("other.conf*")] == ["newer other\n"]
+
+
 def test_a_new_write_while_the_upload_is_in_flight_comes_after_it(tmp_path, state_home):
     with mounted_guestfs(tmp_path, mount_config=WRITE_BACK + "write_back_delay = 0\n") as m:
         m.sim.throttle(VM, 256 << 10)

@@ -587,8 +587,10 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
                     self.cache.forget(old)
                     self.cache.forget(new)
                     raise
-            elif dst is not None:
-                # the pending upload will overwrite it; until then it must not show under the old content
+            elif dst is not None and not self.writeback.holds(of):
+                # the pending upload will overwrite it; until then it must not show under the old content. A
+                # write-back upload queued overwrites it in its turn: the guest keeps the old file whole until then
+                # (a program there never finds it missing; a failed upload leaves it, and the bytes are recovered)
                 try:
                     await self.client.remove_file(vm, creds, dst_t.guest_path)
                 except VSphereError as e:
