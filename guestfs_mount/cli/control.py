@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import socket
+import sys
 from pathlib import Path
+from typing import Callable
 
 from guestfs_mount.config import state_dir
 
@@ -62,4 +64,21 @@ def _exchange(path: Path, request: dict, timeout: float | None) -> dict:
     answer = json.loads(data)
     if not isinstance(answer, dict):
         raise ValueError("the mount's answer is not a JSON object")
+    return answer
+
+
+def asked(mountpoint: str, request: Callable[[], dict], timeout: float | None) -> dict | None:
+    """The running mount's answer to `request()`, or None once the reason there is none is printed: no mount
+    there, a PATH not in it (`request()`'s ValueError), a socket that cannot be reached, or the mount's error."""
+    try:
+        answer = ask(mountpoint, request(), timeout)
+    except (NotRunning, ValueError) as e:
+        print(f"guestfs-mount: {e}", file=sys.stderr)
+        return None
+    except OSError as e:
+        print(f"guestfs-mount: cannot reach the mount at {mountpoint}: {e}", file=sys.stderr)
+        return None
+    if "error" in answer:
+        print(f"guestfs-mount: {answer['error']}", file=sys.stderr)
+        return None
     return answer

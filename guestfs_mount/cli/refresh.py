@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from guestfs_mount.cli.control import NotRunning, ask
+from guestfs_mount.cli.control import asked
 
 REFRESH_TIMEOUT = 30.0  # seconds: the kernel's invalidations may wait for requests in flight
 
@@ -35,18 +34,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("mountpoint", help="where guestfs-mount is mounted")
     parser.add_argument("path", nargs="?", help="a file or directory in the mount (default: everything)")
     args = parser.parse_args(argv)
-    try:
-        target = mount_path(args.mountpoint, args.path)
-        answer = ask(args.mountpoint, {"op": "refresh", "path": target}, REFRESH_TIMEOUT)
-    except (NotRunning, ValueError) as e:
-        print(f"guestfs-mount: {e}", file=sys.stderr)
+    answer = asked(args.mountpoint, lambda: {"op": "refresh", "path": mount_path(args.mountpoint, args.path)},
+                   REFRESH_TIMEOUT)
+    if answer is None:
         return 1
-    except OSError as e:
-        print(f"guestfs-mount: cannot reach the mount at {args.mountpoint}: {e}", file=sys.stderr)
-        return 1
-    if "error" in answer:
-        print(f"guestfs-mount: {answer['error']}", file=sys.stderr)
-        return 1
+    target = answer["path"]
     where = os.path.join(os.path.realpath(args.mountpoint), target) if target else os.path.realpath(args.mountpoint)
     print(f"refreshed {where}: {answer.get('records', 0)} records and {answer.get('listings', 0)} listings "
           f"forgotten")

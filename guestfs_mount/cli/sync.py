@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from guestfs_mount.cli.control import NotRunning, ask
+from guestfs_mount.cli.control import asked
 from guestfs_mount.cli.refresh import mount_path
 
 
@@ -23,19 +23,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("paths", nargs="*", metavar="PATH", help="files or directories in the mount (default: all)")
     args = parser.parse_args(argv)
     try:
-        paths = [mount_path(args.mountpoint, p) for p in args.paths] or [""]
         # no timeout: uploads take as long as they take (Ctrl-C stops waiting, not the uploads)
-        answer = ask(args.mountpoint, {"op": "sync", "paths": paths}, None)
-    except (NotRunning, ValueError) as e:
-        print(f"guestfs-mount: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"guestfs-mount: cannot reach the mount at {args.mountpoint}: {e}", file=sys.stderr)
-        return 2
+        answer = asked(args.mountpoint,
+                       lambda: {"op": "sync", "paths": [mount_path(args.mountpoint, p) for p in args.paths] or [""]},
+                       None)
     except KeyboardInterrupt:
         return 130
-    if "error" in answer:
-        print(f"guestfs-mount: {answer['error']}", file=sys.stderr)
+    if answer is None:
         return 2
     failed = answer.get("failed") or []
     for f in failed:

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
-from guestfs_mount.vsphere.pinning import fingerprint
+from guestfs_mount.vsphere.pinning import fingerprint, pinned_context
 
 DOWNLOAD_PATH = "/certs/download.zip"
 MAX_ZIP = 4 << 20  # a real one is about 10 KB
@@ -95,13 +95,6 @@ def _colons(hex_digits: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- a server's certificate
-def _unverified_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 async def _handshake(host: str, port: int, context: ssl.SSLContext, server_name: str, timeout: float) -> bytes:
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(host, port)
@@ -119,7 +112,7 @@ async def _handshake(host: str, port: int, context: ssl.SSLContext, server_name:
 async def presented_certificate(host: str, port: int, timeout: float, server_name: str | None = None) -> bytes:
     """The DER certificate a TLS server presents, not verified (to be shown, then trusted or not). OSError,
     ssl.SSLError or trio.TooSlowError when there is none to be had."""
-    return await _handshake(host, port, _unverified_context(), server_name or host, timeout)
+    return await _handshake(host, port, pinned_context(), server_name or host, timeout)
 
 
 async def verification_failure(host: str, port: int, timeout: float, ca_file: str | None = None,
