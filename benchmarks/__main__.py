@@ -169,16 +169,16 @@ def main(argv=None) -> int:
         root = workdir / "vms"
         root.mkdir()
         data = Dataset(workdir, root)
-        for latency in args.latencies:
+        for latency_ms in args.latencies:
             for guest_kind in args.guests:
                 for transport in args.transports:
-                    sim_log = workdir / f"sim-{latency}ms-{guest_kind}-{transport}.log"
-                    with simulator(root, sim_log, latency, guest_kind, tls=transport == "tls") as sim:
+                    sim_log = workdir / f"sim-{latency_ms}ms-{guest_kind}-{transport}.log"
+                    with simulator(root, sim_log, latency_ms, guest_kind, tls=transport == "tls") as sim:
                         for api in args.apis:
                             for write_back in args.write_backs:
-                                runs.append(run_cases(args, sim, data, sizes, workdir, api, latency, guest_kind,
+                                runs.append(run_cases(args, sim, data, sizes, workdir, api, latency_ms, guest_kind,
                                                       transport, write_back))
-                            failed = failed or "errors" in runs[-1]
+                                failed = failed or "errors" in runs[-1]
     finally:
         machine["loadavg_end"] = report._read("/proc/loadavg").split()[:3]
         machine["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path

@@ -52,7 +52,8 @@ HEADERS = {"User-Agent": USER_AGENT, "Connection": "close", "Accept-Encoding": "
 
 
 def _proxied(url: str) -> bool:
-    """Whether the environment sends this URL through a proxy (httpx's clients honour HTTPS_PROXY and the like)."""
+    """Whether the environment sends this URL through a proxy (httpx's clients honour HTTPS_PROXY and the like;
+    download.py and upload.py do not speak it, so such a transfer goes through httpx)."""
     proxies = urllib.request.getproxies()
     parts = httpx.URL(url)
     return bool(proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.host)
@@ -305,13 +306,6 @@ class HttpReadTransfer(ReadTransfer):
     async def aclose(self) -> None:
         if self._response is not None:
             await self._response.aclose()
-
-
-def _proxied(url: str) -> bool:
-    """Whether the environment sends `url` through a proxy (httpx honours it; download.py does not speak it)."""
-    proxies = urllib.request.getproxies()
-    host = httpx.URL(url).host
-    return bool(proxies.get(httpx.URL(url).scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
 
 
 # ------------------------------------------------------------------------------------------- PUT
