@@ -7,7 +7,8 @@ Shape (a public contract: extend it, never change these keys):
                thumbprint
     [vms.<glob>]  username, password | password_file | password_env | password_credential, exec  (most specific
                   wins; "default" matches every VM, last)
-    [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay, content_max_mib, prefetch_files, prefetch_max_kib
+    [cache]    attr_ttl, dir_ttl, vm_list_ttl, attr_delay, content_max_mib, content_file_max_mib, prefetch_files,
+               prefetch_max_kib
     [mount]    spool_dir, recovery_dir, windows_drives, vms, read_only, allow_other, read_ahead_kb, stop_timeout,
                symlinks, write_back, write_back_max_mib, write_back_delay
 
@@ -95,7 +96,8 @@ VCENTER_KEYS: _Schema = {
 }
 VM_KEYS: _Schema = {"username": _STR, **_SECRETS, "exec": _BOOL}
 CACHE_KEYS: _Schema = {"attr_ttl": _POS_NUMBER, "dir_ttl": _POS_NUMBER, "vm_list_ttl": _POS_NUMBER,
-                       "attr_delay": _POS_NUMBER, "content_max_mib": _COUNT, "prefetch_files": _COUNT,
+                       "attr_delay": _POS_NUMBER, "content_max_mib": _COUNT,
+                       "content_file_max_mib": _COUNT, "prefetch_files": _COUNT,
                        "prefetch_max_kib": _COUNT}
 MOUNT_KEYS: _Schema = {
     "spool_dir": _STR,

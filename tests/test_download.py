@@ -249,10 +249,12 @@ async def test_recent_bytes_keep_a_disk_error_for_the_spool(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- through the mount
-def test_readers_through_a_tls_mount_get_every_byte_from_the_ring_and_the_spool(tmp_path):
+@pytest.mark.parametrize("streamed", [False, True], ids=["filed", "streamed"])
+def test_readers_through_a_tls_mount_get_every_byte_from_the_ring_and_the_spool(tmp_path, streamed):
     """The real path: TLS to the host, pinned to the certificate vCenter reports. One reader streams a file
     larger than the ring, a second one reads it backwards meanwhile (so bytes come from the ring and from the
-    spool file), a third opens it after the download ended (the content cache's copy): all get the guest's bytes."""
+    spool file), a third opens it after the download ended (the content cache's copy): all get the guest's bytes.
+    Streamed (the file larger than what is filed whole): the backwards reader makes the mount read the start again."""
     import random
     import subprocess
     import sys
@@ -264,7 +266,8 @@ def test_readers_through_a_tls_mount_get_every_byte_from_the_ring_and_the_spool(
     data = os.urandom(24 * 1024 * 1024 + 4321)
     (root / "vm1/big").write_bytes(data)
     with running_simulator(root, log_path=tmp_path / "sim.log", tls=True) as sim:
-        with mount_guestfs(sim, tmp_path, vcenter_config=f'ca_file = "{sim.ca_path}"\n') as gm:
+        with mount_guestfs(sim, tmp_path, vcenter_config=f'ca_file = "{sim.ca_path}"\n',
+                           cache_config="content_file_max_mib = 1\n" if streamed else "") as gm:
             backwards = subprocess.Popen(
                 [sys.executable, "-c",
                  "import os, sys\n"
@@ -322,11 +325,11 @@ async def test_a_spool_is_whole_at_its_last_byte_and_then_reads_what_is_written(
             spool.start_download(nursery, opener)
             with trio.fail_after(10):
                 await spool.wait_complete()
-            assert spool.downloading and spool.read(len(data) - 10, 10) == data[-10:]
+            assert spool.downloading and await spool.read(len(data) - 10, 10) == data[-10:]
             spool.write(len(data) - 10, b"0123456789")
-            assert spool.read(len(data) - 10, 10) == b"0123456789"
+            assert await spool.read(len(data) - 10, 10) == b"0123456789"
             joined.set()
         assert spool.complete and spool.error is None and not spool.downloading and len(transfers) == 0
-        assert spool.read(0, 100) == data[:100]
+        assert await spool.read(0, 100) == data[:100]
     finally:
         spool.close()

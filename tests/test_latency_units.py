@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import time
 
+import trio
+
 from guestfs_mount.fs.contentcache import ContentCache, cache_dir, download_key
 from guestfs_mount.fs.leftovers import recover_leftovers
 from guestfs_mount.fs.spool import Spool, sidecar_path
@@ -41,7 +43,7 @@ def test_take_hands_the_file_over_and_a_spool_adopts_it(tmp_path):
     file, key = cache.take("vm/a", rec(5))
     assert key == (5, OLD) and not cache.holds("vm/a") and cache.bytes == 0
     spool = Spool.adopt(tmp_path, file, "vm/a")
-    assert spool.complete and spool.read(0, 10) == b"hello" and not file.exists()
+    assert spool.complete and trio.run(spool.read, 0, 10) == b"hello" and not file.exists()
     assert spool.path.parent == tmp_path and spool.path.name.endswith(".spool")
     # whole and clean: given back without a copy, and the spool's close deletes nothing of it
     back = spool.surrender()
@@ -143,8 +145,8 @@ def test_cache_and_prefetch_keys(tmp_path):
 
     from guestfs_mount.config import ConfigError
 
-    s = _settings(tmp_path, "content_max_mib = 64\nprefetch_files = 0\nprefetch_max_kib = 16\n")
-    assert (s.content_max_mib, s.prefetch_files, s.prefetch_max_kib) == (64, 0, 16)
+    s = _settings(tmp_path, "content_max_mib = 64\ncontent_file_max_mib = 8\nprefetch_files = 0\nprefetch_max_kib = 16\n")
+    assert (s.content_max_mib, s.content_file_max_mib, s.prefetch_files, s.prefetch_max_kib) == (64, 8, 0, 16)
     s = _settings(tmp_path, "")
     assert (s.content_max_mib, s.prefetch_files, s.prefetch_max_kib, s.guest_calls_per_vm) == (1024, 8, 1024, 4)
     # one guest call per VM leaves no slot to a prefetch: off

@@ -137,7 +137,8 @@ def mount_settings_from(config: Config, args: argparse.Namespace, mountpoint: st
     from guestfs_mount.fs.settings import MountSettings
 
     mount, cache = config.mount, config.cache
-    sizes = {k: int(cache[k]) for k in ("content_max_mib", "prefetch_files", "prefetch_max_kib") if k in cache}
+    sizes = {k: int(cache[k]) for k in ("content_max_mib", "content_file_max_mib", "prefetch_files", "prefetch_max_kib")
+             if k in cache}
     if guest_calls_per_vm < 2 and sizes.get("prefetch_files", MountSettings.prefetch_files):
         # a prefetch never takes the last slot of a VM's guest calls: with one slot there is none for it
         log.info("prefetch is off: [vcenter] max_guest_calls_per_vm = %d leaves it no guest call", guest_calls_per_vm)

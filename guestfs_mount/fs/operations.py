@@ -642,8 +642,9 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
                     spool = Spool.adopt(self.settings.spool_dir, copy[0], path)
                 except OSError as e:
                     log.debug("cached copy of %s not usable: %s", path, e)
-            of = OpenFile(inode, spool or Spool(self.settings.spool_dir, path), info, on_guest=on_guest,
-                          content_key=copy[1] if spool is not None else None)
+            key = copy[1] if spool is not None else None
+            spool = spool or Spool(self.settings.spool_dir, path, self.settings.content_file_max_mib << 20)
+            of = OpenFile(inode, spool, info, on_guest=on_guest, content_key=key)
             self.handles.files[inode] = of
         return of
 
@@ -792,9 +793,8 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         of = self.handles.get(fh).file
         if not of.spool.complete:
             self._start_download(of)
-            await of.spool.wait_for(off + size)
         self.largest_read = max(self.largest_read, size)
-        return of.spool.read(off, size)
+        return await of.spool.read(off, size)
 
     @_fuse_errors
     async def write(self, fh, off, buf):

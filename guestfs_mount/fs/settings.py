@@ -44,6 +44,7 @@ class MountSettings:
     # VM name -> whether its guest login may run programs (`exec = true`): symlink(), link(), a symlink's times
     runs_programs: Callable[[str], bool] = _never
     content_max_mib: int = 1024  # copies of closed files kept under spool_dir (contentcache.py; 0: none)
+    content_file_max_mib: int = 256  # larger files are read through memory, never whole on disk (spool.py)
     prefetch_files: int = 8  # files of a directory being read one by one fetched ahead (prefetch.py; 0: none)
     prefetch_max_kib: int = 1024  # only files up to this size are fetched ahead
     guest_calls_per_vm: int = 4  # the client's per-VM limit: attribute fetches of a REST listing run this many at once

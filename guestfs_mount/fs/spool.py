@@ -2,13 +2,22 @@
 
 A `Spool` is created empty (or `adopt`s a whole copy the content cache hands back: complete, no download).
 `start_download` fills it from a guest GET in a background task (in the mount's
-nursery) whose transfer receives on a thread of its own into a `RecentBytes` ring (readbuffer.py), which writes
-each piece into the file; readers wait only until their byte range is there (`wait_for`) and take it from the
-ring while it is still there, else from the file. A failed or short download fails every
-waiter with the error's errno; it never looks like a complete short file. `cancel` stops a download nobody waits
-for any more. Writes go straight into the file (after the download completed, or after a truncate to 0, which
-makes the spool complete without any download). The owner (an `OpenFile`) calls `close` to delete the file.
-While the download runs it is on the mount's `LiveTransfers` (what `guestfs-mount status` shows).
+nursery) whose transfer receives on a thread of its own into a `RecentBytes` ring (readbuffer.py); readers wait
+only until their byte range is there (`wait_for`) and take it from the ring while it is still there, else from
+the file. A failed or short download fails every waiter with the error's errno; it never looks like a complete
+short file. `cancel` stops a download nobody waits for any more.
+
+Whether the file gets the bytes too is decided at the first byte: a file up to `file_limit` (what the content cache
+would keep) or one a writer needs (`keep`) is written to the file as it lands; a larger one read straight through
+is *streamed*, served from the ring alone, and costs no disk. When something needs the bytes a streamed download
+has already dropped from the ring (a reader seeking back, a writer opening the file), the file takes every byte
+from then on and a second transfer of the same guest file (`_backfill`) fills the part before: one more guest
+call, and only then. The spool is `complete` when the file holds every byte; a streamed download that ended is
+`landed` but not complete.
+
+Writes go straight into the file (after the spool is complete, or after a truncate to 0, which makes it complete
+without any download). The owner (an `OpenFile`) calls `close` to delete the file. While a download runs it is on
+the mount's `LiveTransfers` (what `guestfs-mount status` shows).
 
 Before the first byte of a local change lands in a spool, `mark_dirty` writes a sidecar `<spool>.path` naming the
 guest path; `mark_clean` (after the upload) and `close` remove it. A spool file left behind by a dead process
@@ -32,7 +41,7 @@ from typing import Awaitable, Callable
 import pyfuse3
 import trio
 
-from guestfs_mount.fs.readbuffer import RecentBytes
+from guestfs_mount.fs.readbuffer import RING, RecentBytes
 from guestfs_mount.fs.status import LiveTransfer
 from guestfs_mount.vsphere.faults import VSphereError
 from guestfs_mount.vsphere.guestfiles import ReadTransfer
@@ -56,7 +65,7 @@ class DownloadFailed(Exception):
 
 
 class Spool:
-    def __init__(self, spool_dir: Path, label: str = "") -> None:
+    def __init__(self, spool_dir: Path, label: str = "", file_limit: int | None = None, ring: int = RING) -> None:
         spool_dir.mkdir(parents=True, exist_ok=True)
         while True:
             self.path = spool_dir / f"{os.getpid()}-{next(_ids)}.spool"
@@ -71,12 +80,23 @@ class Spool:
         self.marked: str | None = None  # the guest path the sidecar names (None: no sidecar)
         self.label = label
         self.have = 0  # bytes downloaded so far (a prefix of the file)
-        self.complete = False  # the whole file is here (downloaded, or made locally)
+        self.complete = False  # the whole file is in the spool file (downloaded, or made locally)
+        self.landed = False  # the download got every byte (complete, or streamed: the file lacks some)
         self.started = False
         self.error: DownloadFailed | None = None
         self._progress = trio.Event()
         self._scope: trio.CancelScope | None = None
-        self.recent: RecentBytes | None = None  # the running download's last bytes, in memory
+        self.recent: RecentBytes | None = None  # the download's last bytes, in memory (kept after a streamed one)
+        self.file_limit = file_limit  # larger downloads are streamed (None: none is)
+        self._ring = ring
+        self.keep = False  # a writer needs the whole file: file every byte
+        self._opener: Opener | None = None
+        self._first: tuple[int | None, float | None] | None = None  # (size, mtime) the download announced
+        self.filed_from = 0  # the file holds the download's bytes from here on (set when filing begins late)
+        self.backfilled = 0  # bytes [0, backfilled) of a second transfer are in the file
+        self._backfill_scope: trio.CancelScope | None = None
+        self.backfill_error: DownloadFailed | None = None
+        self._nursery: trio.Nursery | None = None
 
     @classmethod
     def adopt(cls, spool_dir: Path, file: Path, label: str = "") -> "Spool":
@@ -105,7 +125,13 @@ class Spool:
             return
         self.started = True
         self.error = None
+        self._opener, self._nursery = opener, nursery
         nursery.start_soon(self._download, opener, on_info, on_failure)
+
+    def _wants_file(self, transfer: ReadTransfer) -> bool:
+        """On the download's thread, at the first byte: is every byte written to the file? (A body of unknown
+        length, compressed, is.)"""
+        return self.keep or self.file_limit is None or transfer.size is None or transfer.size <= self.file_limit
 
     async def _download(self, opener: Opener, on_info: OnInfo | None, on_failure: OnFailure | None) -> None:
         with trio.CancelScope() as scope:
@@ -120,29 +146,32 @@ class Spool:
                         return
                     if not told and transfer.size is not None:
                         told = True
+                        self._first = (transfer.size, transfer.info.mtime if transfer.info is not None else None)
                         if on_info is not None:
                             on_info(transfer)
                     self.have = recent.end
                     live.total = transfer.size
                     live.advance(self.have)
                     if transfer.size is not None and self.have >= transfer.size and recent.error is None:
-                        # the last byte landed: the file is whole now, not once the thread has been joined (a
-                        # reader that closes at once gives its copy to the content cache); nothing more may land,
-                        # and reads come from the file, which writes may change from now on
+                        # the last byte landed: the file is whole now (when filed), not once the thread has been
+                        # joined (a reader that closes at once gives its copy to the content cache); nothing more
+                        # may land, and reads come from the file, which writes may change from now on
                         recent.stop()
-                        if self.recent is recent:
-                            self.recent = None
-                        self.complete = True
+                        self._landed()
                     self._notify()
 
                 with live:
                     async with transfer:
-                        recent = self.recent = RecentBytes(self.fd, progress)
+                        recent = self.recent = RecentBytes(self.fd, progress, lambda: self._wants_file(transfer),
+                                                            ring=self._ring)
                         try:
                             await transfer.into(recent)
                         finally:
                             recent.stop()
-                            self.recent = None
+                            if recent.end == 0:
+                                recent.file_from_now()  # no byte came (an empty file): nothing is missing
+                            if not self.landed and self.recent is recent:
+                                self._drop_ring()
                         progress()  # the last bytes, whether or not their wake-up already ran
                         if recent.error is not None:
                             raise recent.error
@@ -150,8 +179,8 @@ class Spool:
                         on_info(transfer)
                     if not scope.cancel_called and transfer.size is not None and transfer.size != self.have:
                         raise DownloadFailed(errno.EIO, f"got {self.have} of {transfer.size} bytes")
-                if not scope.cancel_called:
-                    self.complete = True
+                if not scope.cancel_called and not self.landed:
+                    self._landed()  # a body of unknown length (compressed), now whole
             except DownloadFailed as e:
                 self.error = e
             except VSphereError as e:
@@ -172,6 +201,124 @@ class Spool:
             self.error = DownloadFailed(errno.EINTR, "download cancelled")
             self._notify()
 
+    def _landed(self) -> None:
+        self.landed = True
+        self._check_whole()
+
+    def _filing_from(self) -> int | None:
+        """Where the file's copy of the download begins (None: streamed, the file has none of it)."""
+        return self.recent.filed_from if self.recent is not None else self.filed_from
+
+    def _drop_ring(self) -> None:
+        if self.recent is not None:
+            self.filed_from = self.recent.filed_from
+            self.recent = None
+
+    def _check_whole(self) -> None:
+        """The file holds every byte once the download landed, filed from `filed_from`, and the part before is
+        backfilled: from then on reads come from the file, which writes may change (the ring is dropped)."""
+        if not self.landed or self.complete:
+            return
+        filed = self._filing_from()
+        if filed is None or self.backfilled < filed:
+            return
+        self._drop_ring()
+        self.complete = True
+
+    def _file_from_now(self) -> int:
+        """Every byte of the download goes to the file from now on: returns the offset before which the file still
+        lacks some (0: none)."""
+        self.keep = True
+        if self.complete:
+            return 0
+        if self.recent is not None:
+            try:
+                self.filed_from = self.recent.file_from_now()
+            except OSError as e:  # the local disk (ENOSPC...)
+                raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+            self._check_whole()
+        elif self.filed_from is None:  # a streamed download that failed or was cancelled: its bytes are gone
+            raise pyfuse3.FUSEError(self.error.errno if self.error is not None else errno.EIO)
+        return self.filed_from
+
+    # --- a second transfer, for the bytes a streamed download dropped ---------------------------------------
+    async def _need_filed(self, end: int) -> None:
+        """Until the file holds bytes [0, end) of what the download skipped filing; starts the backfill."""
+        upto = self._file_from_now()
+        if self._backfill_scope is None and self.backfilled < upto and self.backfill_error is None:
+            self._nursery.start_soon(self._backfill, upto)
+        while self.backfilled < min(end, upto) and not self.complete:
+            if self.backfill_error is not None:
+                raise pyfuse3.FUSEError(self.backfill_error.errno)
+            if self.error is not None:
+                raise pyfuse3.FUSEError(self.error.errno)
+            await self._progress.wait()
+
+    async def _backfill(self, upto: int) -> None:
+        """Bytes [0, upto) into the file from a new transfer of the same guest file (the first one's URL was single
+        use); a file that changed on the guest since (another size or mtime) fails the readers that need it."""
+        with trio.CancelScope() as scope:
+            self._backfill_scope = scope
+            try:
+                transfer, live = await self._opener()
+                with live:
+                    async with transfer:
+                        def progress() -> None:
+                            if scope.cancel_called or self.backfill_error is not None:
+                                return
+                            changed = self._changed_since(transfer)
+                            if changed is not None:  # nothing of it reaches a reader
+                                filler.stop()
+                                self.backfill_error = DownloadFailed(errno.EIO, changed)
+                                self._notify()
+                                return
+                            self.backfilled = filler.end
+                            live.total = upto
+                            live.advance(self.backfilled)
+                            self._check_whole()
+                            self._notify()
+
+                        filler = RecentBytes(self.fd, progress, ring=min(self._ring, 2 << 20), limit=upto)
+                        try:
+                            await transfer.into(filler)
+                        finally:
+                            filler.stop()
+                        if self.backfill_error is not None:
+                            raise self.backfill_error
+                        if filler.error is not None:
+                            raise filler.error
+                        if not scope.cancel_called:
+                            progress()
+                            if self.backfilled < upto:
+                                raise DownloadFailed(errno.EIO, f"got {self.backfilled} of {upto} bytes again")
+                log.info("%s: bytes 0-%d read again (one more transfer): a reader or writer needed them after the "
+                         "last %d MiB kept in memory had moved past", self.label, upto, self._ring >> 20)
+            except DownloadFailed as e:
+                self.backfill_error = e
+            except VSphereError as e:
+                self.backfill_error = DownloadFailed(e.errno, str(e))
+            except OSError as e:
+                self.backfill_error = DownloadFailed(e.errno or errno.EIO, str(e))
+            except Exception as e:
+                log.exception("second download of %s failed", self.label)
+                self.backfill_error = DownloadFailed(errno.EIO, repr(e))
+            finally:
+                self._backfill_scope = None
+                if self.backfill_error is not None:
+                    log.warning("download of %s again (bytes the first one did not keep) failed: %s", self.label,
+                                self.backfill_error)
+                self._notify()
+
+    def _changed_since(self, transfer: ReadTransfer) -> str | None:
+        """Why the second transfer is not of the file the first one read (another size or mtime), or None."""
+        first_size, first_mtime = self._first or (None, None)
+        mtime = transfer.info.mtime if transfer.info is not None else None
+        if ((transfer.size is not None and first_size is not None and transfer.size != first_size)
+                or (mtime is not None and first_mtime is not None and mtime != first_mtime)):
+            return (f"the file changed on the guest while it was being read (size {first_size} -> {transfer.size}, "
+                    f"mtime {first_mtime} -> {mtime})")
+        return None
+
     def _notify(self) -> None:
         self._progress.set()
         self._progress = trio.Event()
@@ -183,13 +330,15 @@ class Spool:
     def cancel(self) -> None:
         if self.recent is not None:
             self.recent.stop()  # its thread writes nothing more into the file
-            self.recent = None
+            self._drop_ring()
         if self._scope is not None:
             self._scope.cancel()
+        if self._backfill_scope is not None:
+            self._backfill_scope.cancel()
 
     async def wait_for(self, end: int) -> None:
-        """Until bytes [0, end) are here or the file is complete; raises FUSEError when the download failed."""
-        while not self.complete and self.have < end:
+        """Until bytes [0, end) have landed or the file is complete; raises FUSEError when the download failed."""
+        while not self.complete and not self.landed and self.have < end:
             if self.error is not None:
                 raise pyfuse3.FUSEError(self.error.errno)
             if not self.started:
@@ -197,10 +346,15 @@ class Spool:
             await self._progress.wait()
 
     async def wait_complete(self) -> None:
+        """Until the file holds every byte (a writer's need): a streamed download files the rest, and the part it
+        dropped comes again."""
         while not self.complete:
             if self.error is not None:
                 raise pyfuse3.FUSEError(self.error.errno)
-            await self._progress.wait()
+            if self.started:
+                await self._need_filed(1 << 62)
+            if not self.complete:
+                await self._progress.wait()
 
     # --- local data -------------------------------------------------------------------------------------
     def make_empty(self) -> None:
@@ -211,12 +365,28 @@ class Spool:
         self.error = None
         self._notify()
 
-    def read(self, off: int, size: int) -> bytes:
-        if self.recent is not None:  # a reader keeping up with the download: from memory
-            data = self.recent.read(off, min(off + size, self.have))
-            if data is not None:
-                return data
-        return os.pread(self.fd, size, off)
+    async def read(self, off: int, size: int) -> bytes:
+        """Bytes [off, off + size) (fewer at the end of the file), once the download has them. A streamed download
+        may lend a view of its ring: good until the next read ends, so copy it at once (pyfuse3's reply does)."""
+        if self.complete:
+            return os.pread(self.fd, size, off)
+        recent = self.recent
+        read = recent.begin_read(off, off + size) if recent is not None else None
+        try:
+            await self.wait_for(off + size)
+            if not self.complete:
+                end = min(off + size, self.have)
+                if off >= end:
+                    return b""
+                if self.recent is not None:  # a reader keeping up with the download: from memory
+                    data = self.recent.read(off, end)
+                    if data is not None:
+                        return data
+                await self._need_filed(end)  # behind the ring: from the file, which may need the bytes again
+            return os.pread(self.fd, size, off)
+        finally:
+            if read is not None:
+                recent.end_read(read)
 
     def write(self, off: int, data: bytes) -> int:
         return os.pwrite(self.fd, data, off)
