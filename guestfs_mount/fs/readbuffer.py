@@ -62,12 +62,11 @@ class RecentBytes:
         # a streamed download keeps the bytes from `wanted` on: the lowest offset of the reads in progress and of the
         # last one served (whose reply pyfuse3 may still be copying out of the ring: `read` lends, not copies)
         self.wanted = 0
-        self._reads: dict[int, int] = {}  # reads in progress: id -> offset
+        self._reads: dict[int, tuple[int, int]] = {}  # reads in progress: id -> (offset, end)
         self._read_ids = itertools.count()
         self._served = 0  # offset of the last read served
         self._last_read = time.monotonic()
         self._waits_for: tuple[int, int] | None = None  # while the thread waits: `wanted` for any room, for enough
-        self._starving = False  # the last read asked for bytes not landed yet
         self._stopped = False
         self.error: OSError | None = None  # why the spool file took no more bytes
         self._token = trio.lowlevel.current_trio_token()
@@ -89,20 +88,22 @@ class RecentBytes:
         """How much of the next `n` bytes a streamed download may receive without dropping bytes a reader still
         needs (from `wanted` on): the thread waits for room rather than drop them (and TCP holds the sender back).
         A reader idle for IDLE seconds (`less`, a slow pipe) is not waited for: the download goes on at full speed
-        and files the rest, so that nothing it has not had is lost."""
+        and files the rest, so that nothing it has not had is lost; nor is one that waits for bytes further ahead
+        than the ring reaches from the others' (a random read far ahead, mmap)."""
         size = len(self._ring)
         if self.wanted + size - self.end >= n:
             return n
         with self._lock:
-            # woken once there is room for a quarter of the ring (several slots in a row), or for anything at all
-            # when a reader waits for new bytes
+            # woken once there is room for a quarter of the ring (several slots in a row), or when a reader waits for
+            # new bytes
             self._waits_for = (self.end - size + 1, self.end - size + min(n, size // 4))
             try:
                 while not self._stopped and self.filed_from is None:  # (a reader going back begins filing)
                     room = self.wanted + size - self.end
-                    if room >= min(n, size // 4) or (room > 0 and self._starving):
+                    starving = self._starving()
+                    if room >= min(n, size // 4) or (room > 0 and starving):
                         return min(n, room)
-                    if time.monotonic() - self._last_read > IDLE:
+                    if starving or time.monotonic() - self._last_read > IDLE:
                         if not self._begin_filing():
                             raise Stopped()
                         return n
@@ -187,21 +188,23 @@ class RecentBytes:
         """A reader asks for bytes [off, end): a streamed download keeps them until `end_read`."""
         self._last_read = time.monotonic()
         read = next(self._read_ids)
-        self._reads[read] = off
-        self._starving = end > self.end
-        self._moved()
+        self._reads[read] = (off, end)
+        self._moved(starving=end > self.end)
         return read
 
     def end_read(self, read: int) -> None:
-        self._served = self._reads.pop(read, self._served)
-        self._starving = False
-        self._moved()
+        self._served = self._reads.pop(read, (self._served, 0))[0]
+        self._moved(starving=False)
 
-    def _moved(self) -> None:
-        self.wanted = min(self._served, min(self._reads.values(), default=self._served))
+    def _starving(self) -> bool:
+        """A read in progress waits for bytes not landed yet."""
+        return any(end > self.end for _, end in list(self._reads.values()))
+
+    def _moved(self, starving: bool) -> None:
+        self.wanted = min(self._served, min((off for off, _ in list(self._reads.values())), default=self._served))
         waits = self._waits_for
         # the waiting thread is woken once the reader is well past, or at once when a reader waits for new bytes
-        if waits is not None and (self.wanted >= waits[1] or (self._starving and self.wanted >= waits[0])):
+        if waits is not None and (self.wanted >= waits[1] or starving):
             with self._lock:
                 self._reader_moved.notify_all()
 
