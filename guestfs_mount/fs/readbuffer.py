@@ -42,6 +42,10 @@ SLOT = 1 << 20  # the most one receive asks for (the kernel hands over what it h
 IDLE = 0.5  # seconds without a read after which a streamed download stops waiting for its reader and files the rest
 
 
+def _files_all() -> bool:
+    return True
+
+
 class RecentBytes:
     def __init__(self, fd: int, on_progress: Callable[[], None], wants_file: Callable[[], bool] = lambda: True,
                  ring: int = RING, slot: int = SLOT, limit: int | None = None):
@@ -151,7 +155,14 @@ class RecentBytes:
 
     def _progress(self) -> None:  # in trio's thread
         self._queued = False
-        self._on_progress()
+        if self._on_progress is not None:
+            self._on_progress()
+
+    def detach(self) -> None:
+        """The download is over: drop the callbacks, which refer back to the spool and to this ring, so that the
+        ring's memory goes back to the system as soon as the spool lets go of it, not at a garbage collection."""
+        self._on_progress = None
+        self._wants_file = _files_all
 
     # --- the event loop ---------------------------------------------------------------------------------
     def stop(self) -> None:

@@ -168,6 +168,7 @@ class Spool:
                             await transfer.into(recent)
                         finally:
                             recent.stop()
+                            recent.detach()
                             if recent.end == 0:
                                 recent.file_from_now()  # no byte came (an empty file): nothing is missing
                             if not self.landed and self.recent is recent:
@@ -283,6 +284,7 @@ class Spool:
                             await transfer.into(filler)
                         finally:
                             filler.stop()
+                            filler.detach()
                         if self.backfill_error is not None:
                             raise self.backfill_error
                         if filler.error is not None:
