@@ -128,6 +128,22 @@ async def test_going_back_behind_the_ring_reads_the_start_again_once(tmp_path):
         assert os.pread(spool.fd, 2 << 20, 0) == guest.data  # the file is whole now
 
 
+async def test_readers_going_back_together_share_one_more_transfer(tmp_path):
+    async with downloading(tmp_path, os.urandom(1 << 20)) as (guest, spool):
+        assert await _read_all(spool, len(guest.data)) == guest.data
+        got = {}
+
+        async def back(off: int) -> None:
+            got[off] = bytes(await spool.read(off, 1000))
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as readers:
+                for off in (10, 20_000, 500_000):
+                    readers.start_soon(back, off)
+        assert got == {off: guest.data[off:off + 1000] for off in (10, 20_000, 500_000)}
+        assert guest.opened == 2
+
+
 async def test_a_writer_gets_the_whole_file_of_a_streamed_download(tmp_path):
     async with downloading(tmp_path, os.urandom(1 << 20)) as (guest, spool):
         with trio.fail_after(20):

@@ -95,6 +95,7 @@ class Spool:
         self.filed_from = 0  # the file holds the download's bytes from here on (set when filing begins late)
         self.backfilled = 0  # bytes [0, backfilled) of a second transfer are in the file
         self._backfill_scope: trio.CancelScope | None = None
+        self._backfilling = False
         self.backfill_error: DownloadFailed | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -246,7 +247,8 @@ class Spool:
     async def _need_filed(self, end: int) -> None:
         """Until the file holds bytes [0, end) of what the download skipped filing; starts the backfill."""
         upto = self._file_from_now()
-        if self._backfill_scope is None and self.backfilled < upto and self.backfill_error is None:
+        if not self._backfilling and self.backfilled < upto and self.backfill_error is None:
+            self._backfilling = True  # at once: the readers that come before the task starts join this one
             self._nursery.start_soon(self._backfill, upto)
         while self.backfilled < min(end, upto) and not self.complete:
             if self.backfill_error is not None:
