@@ -133,8 +133,13 @@ class Reader:
 
 
 # ------------------------------------------------------------------------------------------ power
-def test_power_off_mid_read_gives_ehostdown_promptly_and_reads_work_after_power_on(tmp_path):
-    with fault_mount(tmp_path) as m:
+# streamed: the file larger than what the mount keeps whole on disk (content_file_max_mib), read from memory
+STREAMED = {"content_file_max_mib": 1}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["filed", "streamed"])
+def test_power_off_mid_read_gives_ehostdown_promptly_and_reads_work_after_power_on(tmp_path, streamed):
+    with fault_mount(tmp_path, cache=STREAMED if streamed else None) as m:
         data = os.urandom(4 << 20)
         (m.guest / "big").write_bytes(data)
         m.sim.throttle(VM, 512 << 10)  # 8 s for the whole file
@@ -202,9 +207,10 @@ def test_power_off_mid_upload_returns_errno_and_keeps_the_bytes(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ transfer URLs
-@pytest.mark.parametrize("api", ["vi-json", "soap", "rest"])
-def test_download_cut_midway_is_reinitiated_and_the_reader_gets_the_whole_file(tmp_path, api):
-    with fault_mount(tmp_path, api) as m:
+@pytest.mark.parametrize("api,streamed", [("vi-json", False), ("soap", False), ("rest", False), ("vi-json", True),
+                                         ("rest", True)])
+def test_download_cut_midway_is_reinitiated_and_the_reader_gets_the_whole_file(tmp_path, api, streamed):
+    with fault_mount(tmp_path, api, cache=STREAMED if streamed else None) as m:
         data = os.urandom(3 << 20)
         (m.guest / "f").write_bytes(data)
         m.reset_stats()

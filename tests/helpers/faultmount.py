@@ -108,8 +108,9 @@ class FaultMount:
 
 def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, *, vcenter: dict,
                  guest_password: str = "vmware", attr_ttl: float = 1.0, dir_ttl: float = 1.0,
-                 vm_list_ttl: float = 2.0) -> None:
+                 vm_list_ttl: float = 2.0, cache: dict | None = None) -> None:
     extra = "".join(f"{k} = {v}\n" for k, v in vcenter.items())
+    cache_extra = "".join(f"{k} = {v}\n" for k, v in (cache or {}).items())
     path.write_text(textwrap.dedent(f"""\
         [vcenter]
         url = "{url}"
@@ -124,6 +125,7 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, *
         attr_ttl = {attr_ttl}
         dir_ttl = {dir_ttl}
         vm_list_ttl = {vm_list_ttl}
+        """) + cache_extra + textwrap.dedent(f"""\
         [mount]
         spool_dir = "{spool}"
         recovery_dir = "{recovered}"
@@ -134,7 +136,7 @@ def write_config(path: Path, url: str, api: str, spool: Path, recovered: Path, *
 @contextlib.contextmanager
 def fault_mount(tmp: Path, api: str = "vi-json", *, proxy: bool = False, vcenter: dict | None = None,
                 guest_password: str = "vmware", attr_ttl: float = 1.0, dir_ttl: float = 1.0,
-                vm_list_ttl: float = 2.0, debug: bool = False) -> Iterator[FaultMount]:
+                vm_list_ttl: float = 2.0, debug: bool = False, cache: dict | None = None) -> Iterator[FaultMount]:
     root, mp = tmp / "vms", tmp / "mnt"
     (root / VM).mkdir(parents=True, exist_ok=True)
     spool, recovered, log_path = tmp / "spool", tmp / "recovered", tmp / "mount.log"
@@ -150,7 +152,7 @@ def fault_mount(tmp: Path, api: str = "vi-json", *, proxy: bool = False, vcenter
             url = f"http://127.0.0.2:{server.port}"
         cfg = tmp / "config.toml"
         write_config(cfg, url, api, spool, recovered, vcenter=settings, guest_password=guest_password,
-                     attr_ttl=attr_ttl, dir_ttl=dir_ttl, vm_list_ttl=vm_list_ttl)
+                     attr_ttl=attr_ttl, dir_ttl=dir_ttl, vm_list_ttl=vm_list_ttl, cache=cache)
         argv = [sys.executable, "-m", "guestfs_mount", str(mp), "--config", str(cfg), "--foreground"] + (["--debug"] if debug else [])
         env = dict(os.environ, PYTHONPATH=str(REPO))
         proc = stack.enter_context(mounted(argv, mp, log_path=log_path, env=env))
