@@ -38,6 +38,9 @@ class OpenFile:
     # close; None while they are not (a download not done or too recent, a local change not uploaded)
     content_key: tuple[int, float] | None = None
     upload_error: int | None = None  # errno of a write-back upload that failed for good: the next fsync's
+    # handles writing past the kernel's page cache (FOPEN_DIRECT_IO): while there are any, other opens do too, so
+    # that nobody reads a cached page those writes did not update
+    direct_writers: int = 0
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Handle:
     writable: bool
     append: bool
     flushed: bool = False  # flush came (its fd was closed) and no write since: the release alone is still due
+    direct_writer: bool = False  # a writable handle opened with FOPEN_DIRECT_IO
 
 
 @dataclass

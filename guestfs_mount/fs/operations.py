@@ -103,6 +103,16 @@ def _name(raw: bytes) -> str:
     return name
 
 
+def _replaces_whole_file(flags: int, created: bool) -> bool:
+    """A write-only open that makes the file anew (cp, dd, tar, a shell's `>`) bypasses the kernel's page cache
+    (FOPEN_DIRECT_IO): its bytes are in the spool already, and a second copy there costs a copy and as much memory
+    again, which on a machine short of free pages is most of a write's time. An O_WRONLY descriptor cannot be
+    mmap'd, so nothing loses mmap; O_RDWR opens and appends keep the page cache (mmap, readers of the same file).
+    Only for an open alone on the file (a reader already there has pages these writes would not update), and the
+    opens that come while it lasts bypass the page cache too."""
+    return (flags & os.O_ACCMODE) == os.O_WRONLY and (created or bool(flags & os.O_TRUNC))
+
+
 class GuestOperations(Links, Uploads, pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
@@ -670,11 +680,12 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             of.content_key = (of.content_key[0], mtime) if of.content_key[1] == info.mtime else None
         self.contents.retime(path, info.mtime, mtime)
 
-    def _add_handle(self, of: OpenFile, writable: bool, append: bool) -> Handle:
-        handle = Handle(self.handles.new_fh(), of.inode, of, writable, append)
+    def _add_handle(self, of: OpenFile, writable: bool, append: bool, direct: bool = False) -> Handle:
+        handle = Handle(self.handles.new_fh(), of.inode, of, writable, append, direct_writer=direct and writable)
         self.handles.add(handle)
         of.handles += 1
         of.writers += writable
+        of.direct_writers += handle.direct_writer
         self.inodes.opened(of.inode)
         return handle
 
@@ -695,7 +706,9 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             self.prefetch.opened(path, ctx.pid)
         had = inode in self.handles.files
         of = self._open_file(inode, info, cached=not truncate)
-        handle = self._add_handle(of, writable, bool(flags & os.O_APPEND))
+        # past the page cache: a write-only open that makes the file anew, alone on it; any open beside such a writer
+        direct = of.direct_writers > 0 or (of.handles == 0 and _replaces_whole_file(flags, created=False))
+        handle = self._add_handle(of, writable, bool(flags & os.O_APPEND), direct)
         try:
             if truncate:
                 async with of.lock:
@@ -710,7 +723,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         sig = (info.size, info.mtime)
         keep = had or (not writable and self._open_sig.get(inode) == sig)
         self._open_sig[inode] = sig
-        return pyfuse3.FileInfo(fh=handle.fh, keep_cache=keep)
+        return pyfuse3.FileInfo(fh=handle.fh, keep_cache=keep and not direct, direct_io=direct)
 
     @_fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
@@ -738,12 +751,13 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         of.spool.make_empty()
         of.mode = mode & 0o7777
         self._changed(of)
-        handle = self._add_handle(of, True, bool(flags & os.O_APPEND))
+        direct = of.direct_writers > 0 or (of.handles == 0 and _replaces_whole_file(flags, created=True))
+        handle = self._add_handle(of, True, bool(flags & os.O_APPEND), direct)
         self.inodes.add_lookup(inode)
         info = self._created_record(split(path)[1], of)
         self.cache.put(path, info)
         self._open_sig.pop(inode, None)
-        return pyfuse3.FileInfo(fh=handle.fh, keep_cache=False), self._attrs(inode, info)
+        return pyfuse3.FileInfo(fh=handle.fh, keep_cache=False, direct_io=direct), self._attrs(inode, info)
 
     def _changed(self, of: OpenFile) -> None:
         self._mark_dirty(of)
@@ -866,6 +880,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         of = handle.file
         of.handles -= 1
         of.writers -= handle.writable
+        of.direct_writers -= handle.direct_writer
         try:
             if of.handles == 0:
                 if upload and of.dirty:
