@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers.mounting import is_mounted, unmount, wait_until
+from tests.helpers.mounting import is_mounted, stop_process, unmount, wait_until
 from tests.helpers.simulator import running_simulator
 
 
@@ -73,13 +73,7 @@ def test_demo_runs_every_hint_it_prints_and_stops_on_ctrl_c(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:  # a failed assertion above: stop the demo as a user would, so that it stops its own
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, timeout=30)  # a failed assertion above: SIGTERM, so that the demo stops what it started
         unmount(mnt)
         pattern = f"guestfs_mount.sim --root {demo_dir}"
         left_running = subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
