@@ -26,7 +26,8 @@ import httpx
 
 from guestfs_mount.vsphere.faults import ProtocolError, TransferError
 from guestfs_mount.vsphere.guestfiles import Sink, Stopped, put
-from guestfs_mount.vsphere.pinning import CertificateMismatch, ESXI_MISMATCH, fingerprint
+from guestfs_mount.vsphere.http import transport_error
+from guestfs_mount.vsphere.pinning import refusal
 
 HEAD_READ = 64 << 10  # reads until the response head is parsed
 RAW_READ = 1 << 20  # socket reads of a TLS connection
@@ -76,7 +77,9 @@ class Fetch:
         except OSError as e:
             if self._stopped:
                 raise Stopped() from None
-            raise _transport_error(e, self.phase) from e
+            connecting = self.phase == "connect"
+            raise transport_error(e, httpx.ConnectTimeout if connecting else httpx.ReadTimeout,
+                                  httpx.ConnectError if connecting else httpx.ReadError) from e
 
     def _connect(self) -> None:
         parts = urlsplit(self.url)
@@ -94,11 +97,9 @@ class Fetch:
                 self._raw = bytearray(RAW_READ)
                 self._handshake()
                 if self.pin is not None:
-                    der = self._tls.getpeercert(binary_form=True)
-                    got = fingerprint(der) if der else "(none)"
-                    if got != self.pin:
-                        mismatch = CertificateMismatch(ESXI_MISMATCH, f"{host}:{port}", got, self.pin)
-                        raise httpx.ConnectError(str(mismatch)) from mismatch
+                    refused = refusal(self._tls.getpeercert(binary_form=True), self.pin, f"{host}:{port}")
+                    if refused is not None:
+                        raise httpx.ConnectError(str(refused)) from refused
             sock.settimeout(self.timeout)
         except BaseException:
             sock.close()
@@ -282,13 +283,3 @@ def _decoder(encoding: str):
             raise httpx.DecodingError(str(e)) from e
 
     return decode
-
-
-def _transport_error(e: OSError, phase: str) -> httpx.HTTPError:
-    """A socket failure as the httpx exception httpx would have raised, so that one mapping serves both."""
-    if isinstance(e, TimeoutError):  # socket.timeout
-        return httpx.ConnectTimeout(str(e) or "timed out") if phase == "connect" else httpx.ReadTimeout(str(e) or "timed out")
-    message = str(e) or type(e).__name__
-    if phase == "connect":
-        return httpx.ConnectError(message)
-    return httpx.ReadError(message)

@@ -66,6 +66,15 @@ def root_cause(e: BaseException) -> BaseException:
     return e
 
 
+def transport_error(e: BaseException, on_timeout: type, otherwise: type) -> httpx.TransportError:
+    """A socket failure of a transfer made without httpx (download.py, upload.py) as the exception httpx would have
+    raised, so that one mapping (`connection_error`, transfer.py) serves all. A timeout is Python's (TimeoutError) or
+    the kernel's SO_SNDTIMEO / SO_RCVTIMEO running out: EAGAIN on a blocking socket, OpenSSL's "want" under TLS."""
+    if isinstance(e, (TimeoutError, BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)):
+        return on_timeout("timed out")
+    return otherwise(str(e) or type(e).__name__)
+
+
 def connection_error(e: httpx.HTTPError, what: str) -> ConnectionFailed:
     """A transport failure as the one exception callers see, with its real cause (a certificate that is not
     trusted, a refused connection...); the URL (and its query) is never in the text."""

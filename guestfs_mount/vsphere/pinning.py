@@ -39,6 +39,13 @@ class CertificateMismatch(httpcore.ConnectError):
         self.address, self.got, self.want = address, got, want
 
 
+def refusal(der: bytes | None, pin: str, address: str, message: str = ESXI_MISMATCH) -> CertificateMismatch | None:
+    """Why the certificate `der` (None: the peer sent none) a handshake with `address` got is refused, or None when
+    it is the pinned one. Every pinned connection checks here: httpx's (below), download.py's and upload.py's."""
+    got = fingerprint(der) if der else "(none)"
+    return None if got == pin else CertificateMismatch(message, address, got, pin)
+
+
 class _PinCheckingStream(httpcore.AsyncNetworkStream):
     def __init__(self, stream: httpcore.AsyncNetworkStream, pin: str, address: str, message: str):
         self._stream, self._pin, self._address, self._message = stream, pin, address, message
@@ -55,11 +62,11 @@ class _PinCheckingStream(httpcore.AsyncNetworkStream):
     async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                         timeout: float | None = None) -> httpcore.AsyncNetworkStream:
         tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
-        der = tls.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        got = fingerprint(der) if der else "(none)"
-        if got != self._pin:
+        refused = refusal(tls.get_extra_info("ssl_object").getpeercert(binary_form=True), self._pin, self._address,
+                          self._message)
+        if refused is not None:
             await tls.aclose()
-            raise CertificateMismatch(self._message, self._address, got, self._pin)
+            raise refused
         return tls
 
     def get_extra_info(self, info: str):

@@ -26,7 +26,8 @@ import httpx
 import trio
 
 from guestfs_mount.vsphere.faults import TransferError
-from guestfs_mount.vsphere.pinning import ESXI_MISMATCH, CertificateMismatch, fingerprint
+from guestfs_mount.vsphere.http import transport_error
+from guestfs_mount.vsphere.pinning import refusal
 
 BLOCK = 4 << 20  # bytes per sendfile call or TLS write; progress is reported once per block
 MAX_ANSWER = 1 << 20  # an answer's body (an error page) beyond this is not read
@@ -124,7 +125,7 @@ class _Sender:
                 status = self._answer(sock, quiet=True)
                 if status is not None:
                     return status
-                raise self._error(e, httpx.WriteTimeout, httpx.WriteError) from e
+                raise transport_error(e, httpx.WriteTimeout, httpx.WriteError) from e
             return self._answer(sock)
         finally:
             self.cut.set(None)
@@ -156,7 +157,7 @@ class _Sender:
         try:
             addresses = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         except OSError as e:
-            raise self._error(e, httpx.ConnectTimeout, httpx.ConnectError) from e
+            raise transport_error(e, httpx.ConnectTimeout, httpx.ConnectError) from e
         for family, kind, proto, _, address in addresses:
             sock = socket.socket(family, kind, proto)
             self.cut.set(sock)
@@ -170,22 +171,20 @@ class _Sender:
                 self.cut.set(None)
                 sock.close()
                 error = e
-        raise self._error(error, httpx.ConnectTimeout, httpx.ConnectError) from error
+        raise transport_error(error, httpx.ConnectTimeout, httpx.ConnectError) from error
 
     def _handshake(self, sock: socket.socket, host: str, port: int) -> ssl.SSLSocket:
         try:
             tls = self.ssl_context.wrap_socket(sock, server_hostname=self.sni or host)
         except OSError as e:
-            raise self._error(e, httpx.ConnectTimeout, httpx.ConnectError) from e
+            raise transport_error(e, httpx.ConnectTimeout, httpx.ConnectError) from e
         if self.pin is not None:
-            der = tls.getpeercert(binary_form=True)
-            got = fingerprint(der) if der else "(none)"
-            if got != self.pin:
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            refused = refusal(tls.getpeercert(binary_form=True), self.pin, address)
+            if refused is not None:
                 self.cut.set(None)
                 tls.close()
-                address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                mismatch = CertificateMismatch(ESXI_MISMATCH, address, got, self.pin)
-                raise httpx.ConnectError(str(mismatch)) from mismatch
+                raise httpx.ConnectError(str(refused)) from refused
         return tls
 
     # ---- request
@@ -255,14 +254,7 @@ class _Sender:
                 return None
             if isinstance(e, h11.RemoteProtocolError):
                 raise httpx.RemoteProtocolError(f"{e}") from e
-            raise self._error(e, httpx.ReadTimeout, httpx.ReadError) from e
-
-    @staticmethod
-    def _error(e: BaseException, on_timeout: type, otherwise: type) -> httpx.TransportError:
-        # SO_SNDTIMEO / SO_RCVTIMEO ran out: EAGAIN on a blocking socket, or OpenSSL's "want" under TLS
-        if isinstance(e, (TimeoutError, BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)):
-            return on_timeout("timed out")
-        return otherwise(str(e) or type(e).__name__)
+            raise transport_error(e, httpx.ReadTimeout, httpx.ReadError) from e
 
 
 def _timeouts(sock: socket.socket, seconds: float) -> None:
