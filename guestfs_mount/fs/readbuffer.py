@@ -47,12 +47,14 @@ def _files_all() -> bool:
 
 
 class RecentBytes:
-    def __init__(self, fd: int, on_progress: Callable[[], None], wants_file: Callable[[], bool] = lambda: True,
+    def __init__(self, fd: int, on_progress: Callable[[], None], wants_file: Callable[[], bool] = _files_all,
                  ring: int = RING, slot: int = SLOT, limit: int | None = None):
         self._fd = fd
         self._wants_file = wants_file  # asked once, on the thread, before the first byte is counted
         self._decided = False
-        self.filed_from: int | None = None  # the spool file holds every landed byte from here on (None: no byte)
+        # the spool file holds every landed byte from here on (None: streamed, it holds none of them); 0 until the
+        # first byte, when nothing is missing yet
+        self.filed_from: int | None = 0
         self._limit = limit
         # an anonymous mapping, not a bytearray: its pages cost memory only once bytes land in them, and go back to
         # the system when the last reference (the thread's slice included) is dropped, whatever malloc would keep
@@ -82,7 +84,7 @@ class RecentBytes:
         size = len(self._ring)
         pos = self.end % size
         n = min(self._slot, size - pos)
-        if self.filed_from is None and self._decided:
+        if self.filed_from is None:
             n = self._paced(n)
         # what that space held (the file's bytes one ring earlier) is gone from here on: readers take it from the file
         self.start = max(self.start, self.end + n - size)
@@ -123,8 +125,8 @@ class RecentBytes:
                 raise Stopped()
             if not self._decided:
                 self._decided = True
-                if self._wants_file():
-                    self.filed_from = self.end
+                if not self._wants_file():
+                    self.filed_from = None
             if self._limit is not None:
                 n = min(n, self._limit - self.end)
             if self.filed_from is not None and not self._file(pos, n, self.end):
@@ -229,7 +231,7 @@ class RecentBytes:
         size = len(self._ring)
         a = off % size
         if end - off <= size - a:
-            if self.filed_from is None and self._decided and off >= self.wanted:
+            if self.filed_from is None and off >= self.wanted:
                 view = self._view[a:a + end - off]
                 return view if self.filed_from is None and off >= self.start else None
             data = bytes(self._view[a:a + end - off])

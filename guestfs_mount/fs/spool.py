@@ -170,8 +170,6 @@ class Spool:
                         finally:
                             recent.stop()
                             recent.detach()
-                            if recent.end == 0:
-                                recent.file_from_now()  # no byte came (an empty file): nothing is missing
                             if not self.landed and self.recent is recent:
                                 self._drop_ring()
                         progress()  # the last bytes, whether or not their wake-up already ran
@@ -183,15 +181,8 @@ class Spool:
                         raise DownloadFailed(errno.EIO, f"got {self.have} of {transfer.size} bytes")
                 if not scope.cancel_called and not self.landed:
                     self._landed()  # a body of unknown length (compressed), now whole
-            except DownloadFailed as e:
-                self.error = e
-            except VSphereError as e:
-                self.error = DownloadFailed(e.errno, str(e))
-            except OSError as e:  # the local disk (ENOSPC...)
-                self.error = DownloadFailed(e.errno or errno.EIO, str(e))
-            except Exception as e:  # a bug: log it, fail the readers, keep the mount
-                log.exception("download of %s failed", self.label)
-                self.error = DownloadFailed(errno.EIO, repr(e))
+            except Exception as e:
+                self.error = _failure(e, f"download of {self.label}")
             finally:
                 self._scope = None
                 if self.error is not None:
@@ -297,15 +288,8 @@ class Spool:
                                 raise DownloadFailed(errno.EIO, f"got {self.backfilled} of {upto} bytes again")
                 log.info("%s: bytes 0-%d read again (one more transfer): a reader or writer needed them after the "
                          "last %d MiB kept in memory had moved past", self.label, upto, self._ring >> 20)
-            except DownloadFailed as e:
-                self.backfill_error = e
-            except VSphereError as e:
-                self.backfill_error = DownloadFailed(e.errno, str(e))
-            except OSError as e:
-                self.backfill_error = DownloadFailed(e.errno or errno.EIO, str(e))
             except Exception as e:
-                log.exception("second download of %s failed", self.label)
-                self.backfill_error = DownloadFailed(errno.EIO, repr(e))
+                self.backfill_error = _failure(e, f"second download of {self.label}")
             finally:
                 self._backfill_scope = None
                 if self.backfill_error is not None:
@@ -450,6 +434,19 @@ class Spool:
             self.sidecar.unlink()
         except FileNotFoundError:
             pass
+
+
+def _failure(e: Exception, what: str) -> DownloadFailed:
+    """What the readers of a failed download are told: the guest's errno, the local disk's (ENOSPC...), or EIO for
+    anything else, which is a bug: logged with its traceback, the mount kept."""
+    if isinstance(e, DownloadFailed):
+        return e
+    if isinstance(e, VSphereError):
+        return DownloadFailed(e.errno, str(e))
+    if isinstance(e, OSError):
+        return DownloadFailed(e.errno or errno.EIO, str(e))
+    log.exception("%s failed", what)
+    return DownloadFailed(errno.EIO, repr(e))
 
 
 def sidecar_path(spool_path: Path) -> Path:
