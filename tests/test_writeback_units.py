@@ -3,6 +3,7 @@ first within the per-VM limit, retries of faults that pass and none of others, s
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from pathlib import Path
 
@@ -54,6 +55,14 @@ class Fake:
     async def done(self, of: OpenFile) -> None:
         self.finished.append(of.inode)
 
+    @contextlib.asynccontextmanager
+    async def running(self):
+        """The queue at work in a nursery (yielded, for the test's own tasks), stopped when the block ends."""
+        async with trio.open_nursery() as n:
+            n.start_soon(self.q.run)
+            yield n
+            n.cancel_scope.cancel()
+
 
 def _run(test):
     clock = trio.testing.MockClock(autojump_threshold=0.01)
@@ -64,8 +73,7 @@ def test_uploads_start_after_the_delay_oldest_first_within_the_per_vm_limit(tmp_
     async def main():
         f = Fake(tmp_path, delay=1.0, per_vm=2)
         f.gate = trio.Event()
-        async with trio.open_nursery() as n:
-            n.start_soon(f.q.run)
+        async with f.running():
             for i in range(1, 5):
                 f.q.add(f.file(i, f"vm1/f{i}"))
             f.q.add(f.file(9, "vm2/other"))
@@ -78,7 +86,6 @@ def test_uploads_start_after_the_delay_oldest_first_within_the_per_vm_limit(tmp_
             await trio.sleep(1)
             assert [i for _, what, i in f.log if what == "done"][-2:] in ([3, 4], [4, 3])
             assert sorted(f.finished) == [1, 2, 3, 4, 9] and not f.q.entries
-            n.cancel_scope.cancel()
     _run(main)
 
 
@@ -87,8 +94,7 @@ def test_a_fault_that_passes_is_retried_and_others_are_kept_at_once(tmp_path):
         f = Fake(tmp_path, delay=0)
         f.script = {1: [errno.ETIMEDOUT, errno.ECONNRESET], 2: [errno.ENOSPC],
                     3: [errno.ETIMEDOUT] * (RETRIES + 1)}
-        async with trio.open_nursery() as n:
-            n.start_soon(f.q.run)
+        async with f.running():
             for i in (1, 2, 3):
                 f.q.add(f.file(i, f"vm1/f{i}"))
             failed = await f.q.sync([""])
@@ -101,15 +107,13 @@ def test_a_fault_that_passes_is_retried_and_others_are_kept_at_once(tmp_path):
             assert [i for _, what, i in f.log if what == "start"].count(3) == RETRIES + 1
             assert (await f.q.sync([""])) == []  # reported once
             assert sorted(x["path"] for x in f.q.snapshot()["failed"]) == ["vm1/f2", "vm1/f3"]  # status lists them
-            n.cancel_scope.cancel()
     _run(main)
 
 
 def test_sync_of_a_path_waits_only_for_uploads_under_it_and_skips_the_delay(tmp_path):
     async def main():
         f = Fake(tmp_path, delay=60)
-        async with trio.open_nursery() as n:
-            n.start_soon(f.q.run)
+        async with f.running():
             f.q.add(f.file(1, "vm1/a/x"))
             f.q.add(f.file(2, "vm1/b/y"))
             start = trio.current_time()
@@ -117,7 +121,6 @@ def test_sync_of_a_path_waits_only_for_uploads_under_it_and_skips_the_delay(tmp_
             assert trio.current_time() - start < 1
             assert [i for _, what, i in f.log if what == "done"] == [1]
             assert f.q.snapshot()["pending"][0]["path"] == "vm1/b/y"
-            n.cancel_scope.cancel()
     _run(main)
 
 
@@ -125,8 +128,7 @@ def test_a_writer_waits_for_room_while_the_queue_holds_more_than_the_bound(tmp_p
     async def main():
         f = Fake(tmp_path, delay=60, max_bytes=100)
         f.gate = trio.Event()
-        async with trio.open_nursery() as n:
-            n.start_soon(f.q.run)
+        async with f.running() as n:
             f.q.add(f.file(1, "vm1/a", size=80))
             f.q.add(f.file(2, "vm1/b", size=80))
             new = f.file(3, "vm1/c", size=80)
@@ -143,5 +145,4 @@ def test_a_writer_waits_for_room_while_the_queue_holds_more_than_the_bound(tmp_p
             f.gate.set()
             await trio.sleep(1)
             assert waited.is_set()
-            n.cancel_scope.cancel()
     _run(main)
