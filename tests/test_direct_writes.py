@@ -1,5 +1,5 @@
 """Write-only opens that make a file anew (cp, dd, tar, a shell's `>`) bypass the kernel's page cache
-(operations.py, `_replaces_whole_file`): their bytes are in the spool already. What must not change: readers of a
+(operations.py, `_past_page_cache`): their bytes are in the spool already. What must not change: readers of a
 file being written see what was written, O_RDWR opens keep mmap, a file rewritten after it was read shows the new
 bytes."""
 

@@ -103,14 +103,18 @@ def _name(raw: bytes) -> str:
     return name
 
 
-def _replaces_whole_file(flags: int, created: bool) -> bool:
-    """A write-only open that makes the file anew (cp, dd, tar, a shell's `>`) bypasses the kernel's page cache
-    (FOPEN_DIRECT_IO): its bytes are in the spool already, and a second copy there costs a copy and as much memory
-    again, which on a machine short of free pages is most of a write's time. An O_WRONLY descriptor cannot be
-    mmap'd, so nothing loses mmap; O_RDWR opens and appends keep the page cache (mmap, readers of the same file).
-    Only for an open alone on the file (a reader already there has pages these writes would not update), and the
-    opens that come while it lasts bypass the page cache too."""
-    return (flags & os.O_ACCMODE) == os.O_WRONLY and (created or bool(flags & os.O_TRUNC))
+def _past_page_cache(of: OpenFile, flags: int, created: bool) -> bool:
+    """Whether an open of `of` (before its handle is added) bypasses the kernel's page cache (FOPEN_DIRECT_IO).
+
+    A write-only open that makes the file anew (cp, dd, tar, a shell's `>`) does: its bytes are in the spool
+    already, and a second copy there costs a copy and as much memory again, which on a machine short of free pages
+    is most of a write's time. An O_WRONLY descriptor cannot be mmap'd, so nothing loses mmap; O_RDWR opens and
+    appends keep the page cache (mmap, readers of the same file). Only for an open alone on the file (a reader
+    already there has pages these writes would not update), and the opens that come while it lasts bypass the page
+    cache too."""
+    if of.direct_writers:
+        return True
+    return of.handles == 0 and (flags & os.O_ACCMODE) == os.O_WRONLY and (created or bool(flags & os.O_TRUNC))
 
 
 class GuestOperations(Links, Uploads, pyfuse3.Operations):
@@ -706,8 +710,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
             self.prefetch.opened(path, ctx.pid)
         had = inode in self.handles.files
         of = self._open_file(inode, info, cached=not truncate)
-        # past the page cache: a write-only open that makes the file anew, alone on it; any open beside such a writer
-        direct = of.direct_writers > 0 or (of.handles == 0 and _replaces_whole_file(flags, created=False))
+        direct = _past_page_cache(of, flags, created=False)
         handle = self._add_handle(of, writable, bool(flags & os.O_APPEND), direct)
         try:
             if truncate:
@@ -751,7 +754,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         of.spool.make_empty()
         of.mode = mode & 0o7777
         self._changed(of)
-        direct = of.direct_writers > 0 or (of.handles == 0 and _replaces_whole_file(flags, created=True))
+        direct = _past_page_cache(of, flags, created=True)
         handle = self._add_handle(of, True, bool(flags & os.O_APPEND), direct)
         self.inodes.add_lookup(inode)
         info = self._created_record(split(path)[1], of)
