@@ -1,5 +1,6 @@
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -49,3 +50,11 @@ def state_home(monkeypatch):
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def dead_pid():
+    """The pid of a process that has exited (and been reaped)."""
+    p = subprocess.Popen(["true"])
+    p.wait(timeout=10)
+    return p.pid

@@ -8,20 +8,11 @@ import logging
 import os
 import subprocess
 
-import pytest
 import trio
 
 from guestfs_mount.fs import recovery
 from guestfs_mount.fs.leftovers import recover_leftovers
 from guestfs_mount.fs.spool import Spool, sidecar_path
-
-
-@pytest.fixture
-def dead_pid():
-    """The pid of a process that has exited (and been reaped)."""
-    p = subprocess.Popen(["true"])
-    p.wait(timeout=10)
-    return p.pid
 
 
 def leftover(spool_dir, pid, n, data: bytes, path: str | None):

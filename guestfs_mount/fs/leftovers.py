@@ -56,12 +56,17 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _guest_path(sidecar: Path) -> str | None:
+def _sidecar(sidecar: Path) -> tuple[str | None, int | None]:
+    """The guest path a sidecar names, and the content's length when the spool held a spare's stale bytes past
+    it (spool.py)."""
     try:
-        path = json.loads(sidecar.read_text(encoding="utf-8"))["path"]
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        path = record["path"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return path if isinstance(path, str) and path else None
+        return None, None
+    length = record.get("length")
+    return (path if isinstance(path, str) and path else None,
+            length if isinstance(length, int) and length >= 0 else None)
 
 
 def recover_leftovers(spool_dir: Path, recovery_dir: Path) -> Leftovers:
@@ -93,8 +98,10 @@ def recover_leftovers(spool_dir: Path, recovery_dir: Path) -> Leftovers:
             result.deleted += 1
             result.deleted_bytes += size
             continue
-        path = _guest_path(sidecar)
+        path, length = _sidecar(sidecar)
         try:
+            if length is not None and spool.stat().st_size > length:
+                os.truncate(spool, length)  # the rest is a spare's, already on the guest
             dest = recovery.keep(recovery_dir, path or f"unknown-path/{name}", spool, move=True)
         except OSError as e:
             result.failed += 1

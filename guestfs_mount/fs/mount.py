@@ -103,6 +103,7 @@ async def _serve(mountpoint, open_client, credentials, settings: MountSettings, 
                     serving.start_soon(ops.attrfill.run)  # REST listings' attributes, for ls -l
                     serving.start_soon(ops.prefetch.run)  # files of directory scans, ahead of their reader
                     serving.start_soon(ops.writeback.run)  # uploads after close (write_back)
+                    serving.start_soon(ops.spares.run)  # a spare spool nobody takes is deleted
                     log.info("mounted %s (%s dialect)", mountpoint, getattr(client, "dialect", "?"))
                     if ready is not None:
                         ready()

@@ -32,6 +32,7 @@ from guestfs_mount.fs.pendingattrs import PendingAttributes
 from guestfs_mount.fs.refresh import refresh
 from guestfs_mount.fs.prefetch import Prefetcher
 from guestfs_mount.fs.settings import CredentialsLookup, MountSettings
+from guestfs_mount.fs.spares import Spares
 from guestfs_mount.fs.spool import Spool
 from guestfs_mount.fs.status import LiveTransfer, LiveTransfers
 from guestfs_mount.fs.uploads import Uploads
@@ -146,6 +147,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         self._pending_added = trio.Event()
         self.initialized = trio.Event()  # the kernel's INIT is answered: per-mount kernel settings stick now
         self.contents = ContentCache(settings.spool_dir, settings.content_max_mib << 20)
+        self.spares = Spares(settings.spool_dir)  # the last spool's page cache, for the next file written anew
         self.attrfill = AttributeFill(self.cache, self._fetch_record, settings.guest_calls_per_vm)
         self.writeback = self._write_back_queue()  # uploads after close (write_back)
         self.prefetch = Prefetcher(files=settings.prefetch_files, max_bytes=settings.prefetch_max_kib << 10,
@@ -657,7 +659,8 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
                 except OSError as e:
                     log.debug("cached copy of %s not usable: %s", path, e)
             key = copy[1] if spool is not None else None
-            spool = spool or Spool(self.settings.spool_dir, path, self.settings.content_file_max_mib << 20)
+            spool = spool or Spool(self.settings.spool_dir, path, self.settings.content_file_max_mib << 20,
+                                   spares=self.spares)
             of = OpenFile(inode, spool, info, on_guest=on_guest, content_key=key)
             self.handles.files[inode] = of
         return of
@@ -918,6 +921,7 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         return {**self.cache.figures(), "inodes": len(self.inodes), "open_files": len(self.handles.files),
                 "dirty_files": len(self.handles.dirty_files()),
                 "spool_bytes": sum(of.spool.disk_bytes() for of in self.handles.files.values()),
+                "spare_spool_bytes": self.spares.size, "spare_spools_taken": self.spares.taken,
                 "vms_listed": self.vms.listed, "live_transfers": len(self.transfers),
                 "attributes_fetched_ahead": self.attrfill.fetched, **self.contents.figures(),
                 **self.prefetch.figures(), **(self.writeback.figures() if self.settings.write_back else {})}
@@ -927,4 +931,5 @@ class GuestOperations(Links, Uploads, pyfuse3.Operations):
         for of in list(self.handles.files.values()):
             of.spool.close()
         self.handles.files.clear()
+        self.spares.drop()
         self.contents.close()

@@ -16,7 +16,12 @@ call, and only then. The spool is `complete` when the file holds every byte; a s
 `landed` but not complete.
 
 Writes go straight into the file (after the spool is complete, or after a truncate to 0, which makes it complete
-without any download). The owner (an `OpenFile`) calls `close` to delete the file. While a download runs it is on
+without any download). A spool made empty takes the mount's spare spool file when there is one (spares.py): its
+page cache is still there, so the writes land on pages the kernel holds. Such a spool has a `length` of its own,
+short of the file's, and nothing past it is read or sent; anything that needs the file itself to be right (a write
+past the length, a truncate, the content cache, the recovery directory) first cuts the file to it (`settle`), and
+until then the sidecar records the length, updated at each write that extends it, so a crash recovers no stale
+byte. The owner (an `OpenFile`) calls `close` to delete the file. While a download runs it is on
 the mount's `LiveTransfers` (what `guestfs-mount status` shows).
 
 Before the first byte of a local change lands in a spool, `mark_dirty` writes a sidecar `<spool>.path` naming the
@@ -42,6 +47,7 @@ import pyfuse3
 import trio
 
 from guestfs_mount.fs.readbuffer import RING, RecentBytes
+from guestfs_mount.fs.spares import Spares
 from guestfs_mount.fs.status import LiveTransfer
 from guestfs_mount.vsphere.faults import VSphereError
 from guestfs_mount.vsphere.guestfiles import ReadTransfer
@@ -65,7 +71,8 @@ class DownloadFailed(Exception):
 
 
 class Spool:
-    def __init__(self, spool_dir: Path, label: str = "", file_limit: int | None = None, ring: int = RING) -> None:
+    def __init__(self, spool_dir: Path, label: str = "", file_limit: int | None = None, ring: int = RING,
+                 spares: Spares | None = None) -> None:
         spool_dir.mkdir(parents=True, exist_ok=True)
         while True:
             self.path = spool_dir / f"{os.getpid()}-{next(_ids)}.spool"
@@ -98,6 +105,10 @@ class Spool:
         self._backfilling = False
         self.backfill_error: DownloadFailed | None = None
         self._nursery: trio.Nursery | None = None
+        self._spares = spares
+        self.length: int | None = None  # the content's length while the file holds a spare's stale bytes past it
+        self._sidecar_fd = -1  # open while the sidecar records `length`, which each write that extends it updates
+        self._length_at = 0  # where in the sidecar the length's digits are
 
     @classmethod
     def adopt(cls, spool_dir: Path, file: Path, label: str = "") -> "Spool":
@@ -115,6 +126,9 @@ class Spool:
         its path returned for the caller to move away (`close` then deletes nothing). None otherwise."""
         if not self.complete or self.marked is not None or self.fd < 0:
             return None
+        if self.file_limit is not None and self.size() > self.file_limit:
+            return None  # more than the cache keeps of a download: the spare, maybe, at close
+        self.settle()
         os.close(self.fd)
         self.fd = -1
         return self.path
@@ -348,7 +362,17 @@ class Spool:
     def make_empty(self) -> None:
         """The file is now empty (O_TRUNC, create): no download needed."""
         self.cancel()
-        os.ftruncate(self.fd, 0)
+        if self.length is not None:
+            self.length = 0  # already on a spare's pages: keep them
+            self._record_length()
+        elif self._spares is not None and os.fstat(self.fd).st_size == 0 and self._spares.take(self.path):
+            os.close(self.fd)  # the empty file we made is gone, replaced by the spare
+            self.fd = os.open(self.path, os.O_RDWR)
+            self.length = 0
+            if self.marked is not None:
+                self._write_sidecar(self.marked)  # now with the length
+        else:
+            os.ftruncate(self.fd, 0)
         self.complete = True
         self.error = None
         self._notify()
@@ -357,6 +381,8 @@ class Spool:
         """Bytes [off, off + size) (fewer at the end of the file), once the download has them. A streamed download
         may lend a view of its ring: good until the next read ends, so copy it at once (pyfuse3's reply does)."""
         if self.complete:
+            if self.length is not None:
+                size = max(0, min(size, self.length - off))
             return os.pread(self.fd, size, off)
         recent = self.recent
         read = recent.begin_read(off, off + size) if recent is not None else None
@@ -377,13 +403,29 @@ class Spool:
                 recent.end_read(read)
 
     def write(self, off: int, data: bytes) -> int:
-        return os.pwrite(self.fd, data, off)
+        if self.length is not None and off > self.length:
+            self.settle()  # the gap must read as zeros, not as the spare's bytes
+        n = os.pwrite(self.fd, data, off)
+        if self.length is not None and off + n > self.length:
+            self.length = off + n
+            self._record_length()  # after the bytes: a crash in between loses only a write not yet answered
+        return n
 
     def truncate(self, size: int) -> None:
+        self.settle()
         os.ftruncate(self.fd, size)
 
     def size(self) -> int:
-        return os.fstat(self.fd).st_size
+        return self.length if self.length is not None else os.fstat(self.fd).st_size
+
+    def settle(self) -> None:
+        """Cut a spare's stale bytes: the file holds exactly the content from now on."""
+        if self.length is None:
+            return
+        os.ftruncate(self.fd, self.length)
+        self.length = None
+        if self.marked is not None:
+            self._write_sidecar(self.marked)  # without a length: it would cut what is written past it
 
     def disk_bytes(self) -> int:
         """Bytes the spool file takes on disk (0 once closed)."""
@@ -396,23 +438,46 @@ class Spool:
         costs only the name after a crash: the spool is still moved to the recovery directory."""
         if self.marked == guest_path or self.fd < 0:
             return
+        self._write_sidecar(guest_path)
+
+    def _write_sidecar(self, guest_path: str) -> None:
+        self._close_sidecar()
+        record = json.dumps({"path": guest_path}).encode()
+        if self.length is not None:  # a fixed-width field, rewritten in place as the content grows
+            record = record[:-1] + b', "length": '
+            self._length_at = len(record)
+            record += b"%-20d}" % self.length
         tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, json.dumps({"path": guest_path}).encode() + b"\n")
+                os.write(fd, record + b"\n")
             finally:
-                os.close(fd)
+                if self.length is None:
+                    os.close(fd)
+                else:
+                    self._sidecar_fd = fd
             os.replace(tmp, self.sidecar)  # whole or absent, never half a name
             self.marked = guest_path
         except OSError as e:
+            self._close_sidecar()
             log.warning("spool %s: the guest path of its unsaved bytes could not be recorded: %s", self.path, e)
+
+    def _record_length(self) -> None:
+        if self._sidecar_fd >= 0:
+            os.pwrite(self._sidecar_fd, b"%-20d" % self.length, self._length_at)
+
+    def _close_sidecar(self) -> None:
+        if self._sidecar_fd >= 0:
+            os.close(self._sidecar_fd)
+            self._sidecar_fd = -1
 
     def mark_clean(self) -> None:
         """The spool's bytes are on the guest (or kept in the recovery directory): a crash now loses nothing."""
         if self.marked is None:
             return
         self.marked = None
+        self._close_sidecar()
         try:
             self.sidecar.unlink()
         except FileNotFoundError:
@@ -420,13 +485,19 @@ class Spool:
 
     def close(self) -> None:
         self.cancel()
+        self._close_sidecar()
+        kept = False
         if self.fd >= 0:
+            size = os.fstat(self.fd).st_size  # the pages it holds, stale ones too
             os.close(self.fd)
             self.fd = -1
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+            if self._spares is not None and self.marked is None and self.complete:
+                kept = self._spares.give(self.path, size)  # nothing unsaved: its pages serve the next writer
+        if not kept:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
         # after the spool: a sidecar without its spool is harmless (removed at the next start), the reverse
         # would make unsaved bytes look like a download copy
         self.marked = None

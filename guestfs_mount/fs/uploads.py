@@ -194,6 +194,7 @@ class Uploads:
 
     def _recover(self, of: OpenFile, path: str, error: Exception | str):
         try:
+            of.spool.settle()
             dest = recovery.keep(self.settings.recovery_dir, path, of.spool.path)
             log.error("upload of %s failed (%s); its content is kept in %s", path, error, dest)
             return dest
