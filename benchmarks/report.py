@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 from benchmarks.data import filesystem_of
@@ -83,6 +84,34 @@ def export_commit(rev: str, into: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True, timeout=60)
 
 
+PROBE_MIB = 256
+
+
+def page_cache_cost(workdir: Path) -> dict:
+    """Seconds per GiB to write into page cache the kernel must find anew (a new file) and into pages a file holds
+    (the same file again). On a VM that hands freed memory back to its host (virtio-balloon free page reporting) the
+    first is 10-20 times the second, and whichever side of a case touches new pages first pays it: read the ratios
+    of a run beside these (docs/performance.md, "Spare spool")."""
+    path = workdir / "page-cache-probe"
+    block = os.urandom(1 << 20)
+    seconds = []
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for _ in range(2):
+                start = time.perf_counter()
+                for i in range(PROBE_MIB):
+                    os.pwrite(fd, block, i << 20)
+                seconds.append(time.perf_counter() - start)
+        finally:
+            os.close(fd)
+    finally:
+        path.unlink(missing_ok=True)
+    per_gib = 1024 / PROBE_MIB
+    return {"page_cache_new_s_per_gib": round(seconds[0] * per_gib, 2),
+            "page_cache_held_s_per_gib": round(seconds[1] * per_gib, 2)}
+
+
 def machine_facts(workdir: Path, product: Path = REPO, commit: str | None = None) -> dict:
     cpuinfo = _read("/proc/cpuinfo")
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
@@ -112,6 +141,7 @@ def machine_facts(workdir: Path, product: Path = REPO, commit: str | None = None
         "guestfs_mount_modified": bool(dirty),  # uncommitted changes in guestfs_mount/ at the time of the run
         "product": str(product),  # where the measured guestfs_mount package came from (--product)
         "loadavg_start": _read("/proc/loadavg").split()[:3],
+        **page_cache_cost(workdir),
     }
 
 
@@ -191,7 +221,12 @@ def table(doc: dict) -> str:
     errors = [f"  {label(r)} {case}: {e}" for r in doc["runs"] for case, e in r.get("errors", {}).items()]
     tls = ["  " + line for line in _ciphers(doc)]
     return "\n".join(lines + (["", "calls by method:"] + extra if extra else []) + (["", "TLS:"] + tls if tls else [])
-                     + (["", "errors:"] + errors if errors else []))
+                     + (["", "errors:"] + errors if errors else []) + ["", page_cache_line(doc["machine"])])
+
+
+def page_cache_line(machine: dict) -> str:
+    new, held = machine.get("page_cache_new_s_per_gib"), machine.get("page_cache_held_s_per_gib")
+    return f"page cache at the start: {new} s per GiB written into new pages, {held} over pages a file holds"
 
 
 def markdown(doc: dict) -> str:

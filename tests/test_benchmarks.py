@@ -31,6 +31,8 @@ def test_quick_ttfb_writes_json(tmp_path):
     for key in ("cpu_model", "cpu_count", "memory_mib", "kernel", "python", "pyfuse3", "httpx", "trio",
                 "workdir_filesystem", "date", "git_commit"):
         assert machine.get(key), key
+    assert machine["page_cache_new_s_per_gib"] > 0 and machine["page_cache_held_s_per_gib"] > 0
+    assert "page cache at the start:" in done.stdout
     # the temp dir (mount point, spool, data) is gone, so nothing is still mounted there
     assert not any(p.name.startswith("guestfs-bench-") for p in tmp_path.iterdir())
     assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
