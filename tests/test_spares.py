@@ -178,3 +178,20 @@ def test_files_written_one_after_another_reach_the_guest_exact(tmp_path, state_h
             f.write(b"b")
         assert (gm.guest_dir("vm1") / "gap").read_bytes() == b"a" + b"\0" * ((3 << 20) - 1) + b"b"
         assert status_json(gm.mp)["figures"]["spare_spools_taken"] == figures["spare_spools_taken"] + 1
+
+
+def test_no_spare_is_kept_on_a_filesystem_short_of_room(tmp_path, monkeypatch):
+    """The space a spare holds is not there for another spool's download: kept only with ROOM times its size free."""
+    real = os.statvfs
+
+    def short(path):
+        st = real(path)
+        return os.statvfs_result((st.f_bsize, 4096, st.f_blocks, 1000, 1000, *tuple(st)[5:]))
+
+    monkeypatch.setattr("guestfs_mount.fs.spares.os.statvfs", short)
+    spares = Spares(tmp_path)
+    spool = Spool(tmp_path, "big", spares=spares)
+    spool.make_empty()
+    spool.write(0, OLD)
+    spool.close()
+    assert spares.size == 0 and os.listdir(tmp_path) == []

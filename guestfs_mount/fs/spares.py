@@ -8,8 +8,10 @@ only bytes the guest has (uploaded, or a download copy) is kept, not deleted, an
 create, an O_TRUNC) is that file: its writes land on pages the kernel holds. `Spool` keeps the file's own length
 apart from the stale bytes past it (spool.py); nothing past that length is ever read, sent or recovered.
 
-At most one spare, between `SPARE_MIN` and `SPARE_MAX` bytes; it is deleted when `SPARE_IDLE` seconds pass without
-a taker (before the kernel's writeback would write its dirty pages to disk, at 30 s), and at unmount. Its name
+At most one spare, between `SPARE_MIN` and `SPARE_MAX` bytes, and only while the spool directory's filesystem has
+`ROOM` times its size free besides (the space it holds is not there for another spool's download meanwhile); it is
+deleted when `SPARE_IDLE` seconds pass without a taker (before the kernel's writeback would write its dirty pages to
+disk, at 30 s), and at unmount. Its name
 (`<pid>-0.spool`, no sidecar) is a download copy's: a crash leaves nothing leftovers.py would keep."""
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 SPARE_MIN = 8 << 20  # smaller files cost too little page cache to be worth keeping
 SPARE_MAX = 4 << 30
 SPARE_IDLE = 15.0  # seconds
+ROOM = 4
 
 
 class Spares:
@@ -42,6 +45,9 @@ class Spares:
         if self.size or not SPARE_MIN <= size <= SPARE_MAX:
             return False
         try:
+            disk = os.statvfs(file)
+            if disk.f_bavail * disk.f_frsize < ROOM * size:
+                return False
             os.replace(file, self.path)
         except OSError as e:
             log.debug("spool %s not kept as the spare: %s", file, e)
