@@ -26,7 +26,7 @@ import httpx
 
 from guestfs_mount.vsphere.faults import ProtocolError, TransferError
 from guestfs_mount.vsphere.guestfiles import Sink, Stopped, put
-from guestfs_mount.vsphere.http import transport_error
+from guestfs_mount.vsphere.http import kernel_timeouts, transport_error
 from guestfs_mount.vsphere.pinning import refusal
 
 HEAD_READ = 64 << 10  # reads until the response head is parsed
@@ -100,7 +100,11 @@ class Fetch:
                     refused = refusal(self._tls.getpeercert(binary_form=True), self.pin, f"{host}:{port}")
                     if refused is not None:
                         raise httpx.ConnectError(str(refused)) from refused
-            sock.settimeout(self.timeout)
+            # blocking, with the kernel's timeouts: a Python timeout would poll before each recv (one more syscall
+            # per MiB, and an EAGAIN whenever the socket is empty)
+            sock.settimeout(None)
+            if self.timeout is not None:
+                kernel_timeouts(sock, self.timeout)
         except BaseException:
             sock.close()
             raise

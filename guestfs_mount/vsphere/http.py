@@ -9,7 +9,9 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import socket
 import ssl
+import struct
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,6 +66,15 @@ def root_cause(e: BaseException) -> BaseException:
         e = e.__cause__ or e.__context__
         seen += 1
     return e
+
+
+def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """The kernel's send and receive timeouts of a blocking socket (a call that waits longer fails with EAGAIN): a
+    transfer thread's socket, where a Python timeout would make it non-blocking and poll before every call."""
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
 
 
 def transport_error(e: BaseException, on_timeout: type, otherwise: type) -> httpx.TransportError:

@@ -17,7 +17,6 @@ import errno
 import os
 import socket
 import ssl
-import struct
 import threading
 from typing import Callable
 
@@ -26,7 +25,7 @@ import httpx
 import trio
 
 from guestfs_mount.vsphere.faults import TransferError
-from guestfs_mount.vsphere.http import transport_error
+from guestfs_mount.vsphere.http import kernel_timeouts, transport_error
 from guestfs_mount.vsphere.pinning import refusal
 
 BLOCK = 4 << 20  # bytes per sendfile call or TLS write; progress is reported once per block
@@ -141,9 +140,9 @@ class _Sender:
             # timeout would make the socket non-blocking and poll before every slice the send buffer takes
             sock.settimeout(None)
             if self.ssl_context is not None:
-                _timeouts(sock, self.connect_timeout)
+                kernel_timeouts(sock, self.connect_timeout)
                 sock = self._handshake(sock, host, port)
-            _timeouts(sock, self.timeout)
+            kernel_timeouts(sock, self.timeout)
         except BaseException:
             self.cut.set(None)  # before the descriptor is closed (and its number maybe reused)
             sock.close()
@@ -230,7 +229,7 @@ class _Sender:
         got = 0
         try:
             if quiet:
-                _timeouts(sock, min(self.timeout, 5.0))
+                kernel_timeouts(sock, min(self.timeout, 5.0))
             while True:
                 event = self.h11.next_event()
                 if event is h11.NEED_DATA:
@@ -255,11 +254,3 @@ class _Sender:
             if isinstance(e, h11.RemoteProtocolError):
                 raise httpx.RemoteProtocolError(f"{e}") from e
             raise transport_error(e, httpx.ReadTimeout, httpx.ReadError) from e
-
-
-def _timeouts(sock: socket.socket, seconds: float) -> None:
-    """The kernel's send and receive timeouts of a blocking socket (a call that waits longer fails with EAGAIN)."""
-    whole = int(seconds)
-    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
