@@ -91,3 +91,15 @@ def test_quick_write_over_tls_reports_cpu_apart(tmp_path):
         user, system = figures[f"{who}_user_s_per_gib"], figures[f"{who}_sys_s_per_gib"]
         assert user >= 0 and system >= 0 and figures[f"{who}_cpu_s_per_gib"] == round(user + system, 2), who
     assert figures["mount_write_cpu_s_per_gib"] > 0
+
+
+def test_floor_measures_a_null_filesystem_and_unmounts_it():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.floor", "--mib", "16", "--repeats", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["pyfuse3 floor, write", "pyfuse3 floor, read "], lines
+    for line in lines:
+        wall = float(line.split("wall ")[1].split()[0])
+        assert 0 < wall < 60, line
+    assert "guestfs-floor-" not in Path("/proc/self/mountinfo").read_text()
