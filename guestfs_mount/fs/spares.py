@@ -11,8 +11,8 @@ apart from the stale bytes past it (spool.py); nothing past that length is ever 
 At most one spare, between `SPARE_MIN` and `SPARE_MAX` bytes, and only while the spool directory's filesystem has
 `ROOM` times its size free besides (the space it holds is not there for another spool's download meanwhile); it is
 deleted when `SPARE_IDLE` seconds pass without a taker (before the kernel's writeback would write its dirty pages to
-disk, at 30 s), and at unmount. Its name
-(`<pid>-0.spool`, no sidecar) is a download copy's: a crash leaves nothing leftovers.py would keep."""
+disk, at 30 s), and at unmount. Its name (`<pid>-0.spool`, no sidecar) is a download copy's: a crash leaves nothing
+leftovers.py would keep."""
 
 from __future__ import annotations
 
