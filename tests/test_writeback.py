@@ -289,3 +289,27 @@ def test_sigterm_past_stop_timeout_keeps_the_queued_bytes_in_the_recovery_direct
         assert len(kept) == 1 and kept[0].read_bytes() == data, m.log()[-2000:]
         assert f"upload of {VM}/slow failed (the mount stopped" in m.log()
         assert not (m.guest / "slow").exists() or (m.guest / "slow").read_bytes() == data
+
+
+def test_sync_sends_the_chmod_and_touch_it_holds_and_reports_one_that_fails(tmp_path, state_home):
+    """Without write_back, a chmod/touch right after an upload is held (attr_delay) to share one guest call; a sync
+    must not return before it is on the guest (`rsync -a ... && guestfs-mount sync` then a check in the VM). The
+    delay is long here, so only the sync sends them."""
+    with mounted_guestfs(tmp_path, cache_config="attr_delay = 30\n") as m:
+        (m.vm / "a").write_bytes(b"a")
+        os.utime(m.vm / "a", (1_600_000_000, 1_600_000_000))
+        os.chmod(m.vm / "a", 0o640)
+        (m.vm / "b").write_bytes(b"b")
+        os.utime(m.vm / "b", (1_600_000_100, 1_600_000_100))
+        assert int(os.stat(m.guest / "a").st_mtime) != 1_600_000_000, "held: not on the guest before the sync"
+        done = sync(m, m.vm / "a")  # only under the path given
+        assert done.returncode == 0, done.stderr
+        gst = os.stat(m.guest / "a")
+        assert (gst.st_mode & 0o7777, int(gst.st_mtime)) == (0o640, 1_600_000_000)
+        assert int(os.stat(m.guest / "b").st_mtime) != 1_600_000_100
+        m.fault("ChangeFileAttributesInGuest", "NoPermission", 1)
+        done = sync(m)
+        assert done.returncode == 1
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{VM}/b" in lines[0] and "chmod/touch" in lines[0], done.stderr
+        assert sync(m).returncode == 0  # nothing held any more

@@ -148,8 +148,7 @@ def _control_handlers(mountpoint: str, client: GuestFiles, ops: GuestOperations)
         paths = request.get("paths") or [""]
         if not isinstance(paths, list) or not all(_is_mount_path(p) for p in paths):
             return {"error": f"not paths below the mount point: {paths!r}"}
-        failed = await ops.writeback.sync(paths)
-        return {"failed": [{"path": f.path, "error": f.error, "errno": f.errno, "kept": f.kept} for f in failed]}
+        return {"failed": await ops.sync(paths)}
 
     return {"status": status, "refresh": refresh, "sync": sync}
 

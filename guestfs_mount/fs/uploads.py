@@ -19,7 +19,7 @@ import trio
 from guestfs_mount.fs import recovery
 from guestfs_mount.fs.attrs import guest_time
 from guestfs_mount.fs.handles import OpenFile
-from guestfs_mount.fs.inodes import split
+from guestfs_mount.fs.inodes import is_under, split
 from guestfs_mount.fs.pendingattrs import HELD_FIELDS
 from guestfs_mount.fs.writeback import WriteBack
 from guestfs_mount.vsphere.faults import VSphereError
@@ -229,6 +229,22 @@ class Uploads:
                 continue
             for path in self.pending.due():
                 await self._send_held(path, quiet=True)
+
+    async def sync(self, paths: list[str]) -> list[dict]:
+        """`guestfs-mount sync`: every queued upload under `paths` ("" for all) landed, then every chmod/touch held
+        there sent (a sync after `rsync -a` must leave the last files' times on the guest, not a second later). What
+        failed, as the control socket answers it: upload failures not reported before, then the attributes'."""
+        failed = [{"path": f.path, "error": f.error, "errno": f.errno, "kept": f.kept}
+                  for f in await self.writeback.sync(paths)]
+        for path in self.pending.paths():
+            if not any(is_under(path, p) for p in paths):
+                continue
+            try:
+                await self._send_held(path)
+            except (VSphereError, pyfuse3.FUSEError) as e:
+                log.warning("chmod/touch of %s could not be applied on the guest: %s", path, e)
+                failed.append({"path": path, "error": str(e), "errno": e.errno, "attributes": True})
+        return failed
 
     async def flush_all(self) -> None:
         """Upload every dirty file and send every held chmod/touch (at unmount and on SIGTERM). The uploads run
