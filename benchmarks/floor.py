@@ -23,6 +23,9 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from benchmarks.cases import cpu_times
+from guestfs_mount.fs.mount import set_read_ahead
+
 MiB = 1 << 20
 FILE_INODE = pyfuse3.ROOT_INODE + 1
 BLOCK = os.urandom(MiB)
@@ -72,16 +75,7 @@ def serve(mountpoint: str, size: int) -> None:
 
 
 def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _set_read_ahead(mountpoint: Path, kb: int) -> None:
-    device = os.stat(mountpoint).st_dev
-    try:
-        Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb").write_text(str(kb))
-    except OSError:
-        pass  # not root: the kernel's 128 KiB
+    return sum(cpu_times(pid))
 
 
 def _drop_caches() -> None:
@@ -101,7 +95,7 @@ def measure(mib: int, repeats: int) -> dict[str, list[tuple[float, float]]]:
         mp = Path(tmp) / "mnt"
         argv = [sys.executable, "-m", "benchmarks.floor", "--serve", str(mp), "--mib", str(mib)]
         with mounted(argv, mp, log_path=Path(tmp) / "nullfs.log", cwd=Path(__file__).resolve().parents[1]) as proc:
-            _set_read_ahead(mp, 1024)
+            set_read_ahead(str(mp), 1024)  # as the mount does it (not root: the kernel's 128 KiB)
             for _ in range(repeats):
                 for direction, args in (("write", ["if=/dev/zero", f"of={mp / 'f'}"]),
                                         ("read", [f"if={mp / 'f'}", "of=/dev/null"])):
