@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.model import ModelSteps
 from tests.helpers.mountfs import mounted_guestfs
 
 APIS = ["vi-json", "soap", "rest"]
@@ -607,13 +608,11 @@ def test_random_operations_match_a_local_model(gm, work, tmp_path):
     mnt, guest = work
     seed = int(os.environ.get("GUESTFS_MODEL_SEED", "20261123"))
     rng = random.Random(seed)
+    model = ModelSteps(rng, seed)
+    steps, check = model.steps, model.check
     model_path = tmp_path / "model"
     model_path.write_bytes(b"")
     (guest / "f").write_bytes(b"")
-    steps = []
-
-    def check(cond, what):
-        assert cond, f"seed {seed}: {what} after steps {steps[-12:]}"
 
     deadline = time.monotonic() + MODEL_SECONDS
     while time.monotonic() < deadline:
@@ -621,27 +620,7 @@ def test_random_operations_match_a_local_model(gm, work, tmp_path):
         fd, md = os.open(mnt / "f", flags), os.open(model_path, flags)
         steps.append(("open", flags))
         try:
-            for _ in range(rng.randint(1, 25)):
-                size = os.fstat(md).st_size
-                op = rng.choice(["write", "write", "read", "read", "truncate", "seek-read", "stat"])
-                if op == "write":
-                    off = rng.randint(0, size + 5000)
-                    data = rng.randbytes(rng.choice([1, 17, 4096, 70_000, 300_000]))
-                    steps.append(("write", off, len(data)))
-                    assert os.pwrite(fd, data, off) == os.pwrite(md, data, off) == len(data)
-                elif op in ("read", "seek-read"):
-                    off = rng.randint(0, size + 10)
-                    n = rng.choice([1, 100, 4096, 200_000])
-                    steps.append(("read", off, n))
-                    check(os.pread(fd, n, off) == os.pread(md, n, off), f"read {off}+{n}")
-                elif op == "truncate":
-                    new = rng.randint(0, size + 100_000)
-                    steps.append(("truncate", new))
-                    os.ftruncate(fd, new)
-                    os.ftruncate(md, new)
-                else:
-                    steps.append(("stat",))
-                    check(os.fstat(fd).st_size == os.fstat(md).st_size, "size")
+            model.run(fd, md, rng.randint(1, 25))
         finally:
             os.close(fd)
             os.close(md)
