@@ -5,7 +5,7 @@ A filesystem of one file on the same pyfuse3 and trio as the mount, doing no wor
 bytes (1 MiB requests, `direct_io`, as the mount's whole-file writes), `read` answers with one constant 1 MiB
 `bytes` through the kernel's page cache (read-ahead 1 MiB, as the mount sets it). `dd bs=1M` writes and reads N MiB
 through it; each line gives the wall time and the filesystem process's CPU (user + system) per GiB, with the page
-cache dropped before each read. Run as root (the read-ahead and `drop_caches`), like the benchmarks' other cases.
+cache of the file dropped before each read. Run as root (the read-ahead), like the benchmarks' other cases.
 `python -m benchmarks.floor --serve MOUNTPOINT` is the filesystem alone."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pyfuse3
 import trio
 
 from benchmarks.cases import cpu_times
+from benchmarks.latency import drop_page_cache
 from guestfs_mount.fs.mount import set_read_ahead
 
 MiB = 1 << 20
@@ -78,13 +79,6 @@ def _cpu(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
-def _drop_caches() -> None:
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3")
-    except OSError:
-        pass
-
-
 def measure(mib: int, repeats: int) -> dict[str, list[tuple[float, float]]]:
     """(wall s per GiB, filesystem CPU s per GiB) of each dd, by direction."""
     from tests.helpers.mounting import mounted  # the one way the benchmarks start a filesystem and stop it
@@ -100,7 +94,7 @@ def measure(mib: int, repeats: int) -> dict[str, list[tuple[float, float]]]:
                 for direction, args in (("write", ["if=/dev/zero", f"of={mp / 'f'}"]),
                                         ("read", [f"if={mp / 'f'}", "of=/dev/null"])):
                     if direction == "read":
-                        _drop_caches()
+                        drop_page_cache(mp / "f")  # this file's pages only, not the machine's
                     cpu, start = _cpu(proc.pid), time.perf_counter()
                     subprocess.run(["dd", *args, "bs=1M", f"count={mib}", "status=none"], check=True, timeout=600)
                     wall = time.perf_counter() - start
